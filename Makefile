@@ -1,0 +1,28 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Each does its own set-up.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup models clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: $(STAMP)
+	$(PY) -m adapter models fetch
+
+demo: models
+	$(PY) -m adapter demo
+
+test: models
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from adapter.cli import entrypoint
+
+entrypoint()
