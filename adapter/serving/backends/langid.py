@@ -34,7 +34,10 @@ class Cld2(LangIdModel):
         # CLD2 has no batch call: one C call per text.
         langs, confidences = [], []
         for text in texts:
-            _, _, details = self.cld2.detect(text)
+            try:
+                _, _, details = self.cld2.detect(text)
+            except self.cld2.error:  # e.g. control characters CLD2 refuses: no answer, not a failure
+                details = (("Unknown", "un", 0, 0.0),)
             langs.append(details[0][1])
             confidences.append(details[0][2] / 100.0)
         return langs, confidences
