@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 # Triton's glog lines start with a severity letter and a date (E1123 20:22:30.1 ...).
 _ERROR_LINE = re.compile(r"^E\d{4} |error|failed|Traceback|Exception", re.IGNORECASE)
+# Printed on every CPU-only start; never the cause of a failure.
+_HARMLESS = re.compile(r"CudaDriverHelper|NVML|DCGM|CUDA driver")
+_FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.+?)(?:\\n|\"|$)")
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _check_port_free(port: int, role: str) -> None:
+def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # As servers do: a port whose last connections sit in TIME_WAIT is free to listen on.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:
-            raise ServerError(f"{role} port {port} on {LOOPBACK} is already in use") from None
+            return False
+        return True
+
+
+def _check_port_free(port: int, role: str) -> None:
+    if not port_is_free(port):
+        raise ServerError(f"{role} port {port} on {LOOPBACK} is already in use")
+
 
 
 class LocalTriton:
@@ -173,7 +185,8 @@ class LocalTriton:
             if self._proc.poll() is not None:
                 self._close_log()
                 raise ServerError(f"tritonserver exited with code {self._proc.returncode} while "
-                                  f"starting; see {self.log_path}:\n{self.error_lines()}")
+                                  f"starting: {self._failure_reason()}; see {self.log_path}:\n"
+                                  f"{self.error_lines()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
@@ -185,13 +198,30 @@ class LocalTriton:
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s; see {self.log_path}:\n"
                           f"{self.error_lines()}")
 
+    def _log_lines(self) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def _failure_reason(self) -> str:
+        """One line saying why the server did not start."""
+        lines = self._log_lines()
+        for line in lines:
+            if match := _FAILED_LOAD.search(line):
+                return f"model '{match[1]}' failed to load ({match[2]})"
+        for line in lines:
+            if "already in use" in line.lower():
+                return "a port is already in use"
+        errors = [line for line in lines if line.startswith("E") and not _HARMLESS.search(line)]
+        return errors[-1] if errors else "no error in the log"
+
     def error_lines(self, limit: int = 15) -> str:
         """The log lines that explain a failure (errors, failed loads, tracebacks)."""
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
+        lines = self._log_lines()
+        if not lines:
             return "  (no log written)"
-        hits = [line for line in lines if _ERROR_LINE.search(line)]
+        hits = [line for line in lines if _ERROR_LINE.search(line) and not _HARMLESS.search(line)]
         return "\n".join(f"  {line}" for line in (hits or lines)[-limit:])
 
     @property
