@@ -1,0 +1,81 @@
+"""`tpa profile`: measure every variant of a pipeline on a local Triton and save its profiles."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from adapter import paths
+from adapter.errors import ConfigError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="measure latency/throughput of each variant and fit its latency model")
+    parser.add_argument("--pipeline", default="text_search", help="pipeline (default: %(default)s)")
+    parser.add_argument("--spec", type=Path, help="spec file (default: ensembles/PIPELINE/pipeline.yaml)")
+    parser.add_argument("--out", type=Path, help="profiles file (default: ensembles/PIPELINE/profiles.json)")
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
+                        help="profile only this variant (repeatable)")
+    parser.add_argument("--batch-sizes", type=_int_list, help="e.g. 1,2,4,8 (default: the spec's)")
+    parser.add_argument("--instances", type=_int_list, default=(1, 2),
+                        help="instance counts to measure (default: 1,2)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="measure again the variants the profiles file already has")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapter.core.profile import load_profiles, save_profiles
+    from adapter.core.spec import load_spec
+    from adapter.models.scoring import load_langid_eval
+    from adapter.profiler import ProfileSettings, profile_variants
+    from adapter.serving.launcher import LocalTriton
+
+    spec = load_spec(args.spec or paths.ENSEMBLES / args.pipeline / "pipeline.yaml")
+    out = args.out or paths.ENSEMBLES / spec.name / "profiles.json"
+    stage_of = {v.model: s.name for s in spec.stages for v in s.variants}
+    unknown = sorted(set(args.models or []) - set(stage_of))
+    if unknown:
+        raise ConfigError(f"--model {', '.join(unknown)}: not a variant of {spec.name} "
+                          f"(variants: {', '.join(stage_of)})")
+    previous = load_profiles(out) if out.exists() else None
+    if previous is not None and previous.provenance.get("command") != "tpa profile":
+        previous = None  # placeholder profiles are never reused as measurements
+    variants = {m: stage_of[m] for m in (args.models or stage_of)
+                if args.refresh or previous is None or m not in previous}
+    settings = ProfileSettings(
+        batch_sizes=args.batch_sizes or spec.stages[0].batch_sizes, instances=args.instances)
+    if not variants:
+        print(f"{out}: every variant already profiled (use --refresh to measure again)")
+        return 0
+    texts = [item["text"] for item in load_langid_eval()]
+    points = len(variants) * len(settings.batch_sizes) * len(settings.instances)
+    with LocalTriton(models=list(variants), log_path=paths.RUNS / "profile" / "triton.log") as triton, \
+            tqdm(total=points, desc="profile", unit="point", disable=None) as bar:
+        def progress(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        profiles = profile_variants(triton.endpoints, variants, texts, settings,
+                                    previous=previous, progress=progress)
+    save_profiles(profiles, out)
+    print(f"{'variant':20} {'fit':6} {'rmse ms':>8} {'max err':>8} {'inst eff':>8}  p99 ms at b=1/8")
+    for name, vp in sorted(profiles.variants.items()):
+        fit = vp.latency
+        print(f"{name:20} {fit.kind:6} {fit.rmse_ms:8.2f} {fit.max_rel_error:8.1%} "
+              f"{vp.instance_efficiency:8.2f}  {fit.p99_ms(1):.1f} / {fit.p99_ms(8):.1f}")
+    print(f"wrote {out}")
+    return 0

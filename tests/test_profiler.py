@@ -1,0 +1,33 @@
+"""The live profiler against the real Triton (a variant the ensemble does not use, so the
+ensemble keeps serving while the variant is reloaded with other batch sizes)."""
+
+from __future__ import annotations
+
+from adapter.core.profile import fit
+from adapter.models.scoring import load_langid_eval
+from adapter.profiler import ProfileSettings, measure_variant
+from adapter.serving.repository import ModelRepository
+
+QUICK = ProfileSettings(batch_sizes=(1, 8), instances=(1, 2), warmup_requests=3,
+                        min_requests=15, min_seconds=0.2, max_requests=60, throughput_seconds=0.6)
+
+
+def test_profiler_measures_every_point_and_restores_the_model(triton):
+    texts = [item["text"] for item in load_langid_eval()[:200]]
+    repository = ModelRepository(triton.endpoints)
+    before = repository.config("langid_cld2")
+    seen = []
+    measurements = measure_variant(triton.endpoints, "langid_cld2", "langid", texts, QUICK,
+                                   progress=seen.append)
+    assert seen == ["langid_cld2 b=1 n=1", "langid_cld2 b=8 n=1",
+                    "langid_cld2 b=1 n=2", "langid_cld2 b=8 n=2"]
+    assert [(m.batch_size, m.instances) for m in measurements] == [(1, 1), (8, 1), (1, 2), (8, 2)]
+    for m in measurements:
+        assert 0 < m.p50_ms <= m.p99_ms and m.requests >= 15 and m.throughput_rps > 0
+    by_point = {(m.batch_size, m.instances): m for m in measurements}
+    # Batching is what makes CLD2 cheap per text: 8 per call must beat 1 per call clearly.
+    assert by_point[(8, 1)].throughput_rps > 2 * by_point[(1, 1)].throughput_rps
+    assert repository.config("langid_cld2") == before
+    profile = fit(measurements)
+    assert profile.latency.p99_ms(8) > 0 and 0.05 <= profile.instance_efficiency <= 1.0
+    repository.close()
