@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import tritonclient.grpc as grpcclient
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from adapter.errors import ServerError
+from adapter.errors import ConfigError, ServerError
 from adapter.serving.launcher import Endpoints
+
+
+def read_config_pbtxt(path: Path) -> dict[str, Any]:
+    """A config.pbtxt in the JSON form the repository API takes as a config override."""
+    try:
+        message = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise ConfigError(f"{path}: not a readable Triton model config: {exc}") from None
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def configured(config: dict[str, Any], *, instances: int | None = None,
@@ -48,7 +60,9 @@ class ModelRepository:
         try:
             return fn(*args, headers=self.headers, **kwargs)
         except InferenceServerException as exc:
-            raise ServerError(f"Triton at {self.url}: {what} failed: {exc.message()}") from None
+            # Triton appends the python traceback; its first line says what went wrong.
+            reason = (exc.message() or str(exc)).strip().splitlines()[0]
+            raise ServerError(f"Triton at {self.url}: {what} failed: {reason}") from None
 
     def config(self, model: str) -> dict[str, Any]:
         return self._call(f"get config of {model}", self.client.get_model_config, model,

@@ -1,0 +1,228 @@
+"""Triton actuator: make the live server match a plan, by level (reconcile), with zero downtime.
+
+    desired = desired_state(plan, ensemble_max_batch)      pure
+    observed = TritonActuator.observe()                     reads Triton
+    actions = diff(desired, observed)                       pure; [] when nothing differs
+    TritonActuator.apply(actions)                           writes Triton, rolls back on failure
+
+Order of the actions is what keeps requests from failing: a variant is loaded (or reloaded in
+place, over gRPC) before the ensemble points at it; the ensemble is re-pointed in one config
+override; variants it no longer uses are unloaded last, after their in-flight requests finish.
+
+Batch sizes: the planner's batch b becomes the dynamic batcher's preferred size with the planned
+queue delay, while max_batch_size stays >= the ensemble's: a member whose max_batch_size drops
+below the ensemble's makes Triton unload the ensemble (measured: thousands of failed requests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapter.core.plan import Plan
+from adapter.errors import ServerError
+from adapter.serving.repository import ModelRepository, configured, read_config_pbtxt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class ModelSettings:
+    """The knobs the adapter owns in a member model's config."""
+
+    instances: int
+    max_batch_size: int
+    preferred_batch_size: int
+    max_queue_delay_us: int
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    ensemble: str
+    steps: tuple[str, ...]  # the model each ensemble step runs, in step order
+    models: dict[str, ModelSettings]  # every model that must be loaded, with its settings
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    ensemble_steps: tuple[str, ...]
+    ready: frozenset[str]
+    settings: dict[str, ModelSettings]  # for ready models the adapter manages
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    model: str
+    settings: ModelSettings
+    reason: str  # "new" | "reconfigure"
+
+
+@dataclass(frozen=True)
+class RepointEnsemble:
+    ensemble: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UnloadModel:
+    model: str
+
+
+Action = LoadModel | RepointEnsemble | UnloadModel
+
+
+class ActuationError(ServerError):
+    """A change failed; the server was rolled back to the configuration it served before."""
+
+
+def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int) -> DesiredState:
+    models = {}
+    steps = []
+    for stage in plan.stages:
+        if len(stage.variants) != 1:
+            raise ServerError(f"stage {stage.stage}: a traffic split across "
+                              f"{len(stage.variants)} variants needs a router model; the Triton "
+                              f"actuator applies single-variant plans")
+        v = stage.variants[0]
+        models[v.model] = ModelSettings(
+            instances=v.instances, max_batch_size=max(v.max_batch_size, ensemble_max_batch),
+            preferred_batch_size=v.max_batch_size, max_queue_delay_us=v.max_queue_delay_us)
+        steps.append(v.model)
+    return DesiredState(ensemble=ensemble, steps=tuple(steps), models=models)
+
+
+def settings_of(config: dict[str, Any]) -> ModelSettings:
+    batching = config.get("dynamic_batching") or {}
+    preferred = [int(p) for p in batching.get("preferred_batch_size", [])]
+    max_batch = int(config.get("max_batch_size", 0))
+    return ModelSettings(
+        instances=sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1,
+        max_batch_size=max_batch,
+        preferred_batch_size=preferred[0] if len(preferred) == 1 else max_batch,
+        max_queue_delay_us=int(batching.get("max_queue_delay_microseconds", 0)))
+
+
+def with_settings(config: dict[str, Any], s: ModelSettings) -> dict[str, Any]:
+    out = configured(config, instances=s.instances, max_batch_size=s.max_batch_size,
+                     max_queue_delay_us=s.max_queue_delay_us)
+    out["dynamic_batching"]["preferred_batch_size"] = [s.preferred_batch_size]
+    return out
+
+
+def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]) -> list[Action]:
+    """What to do, in a safe order, to go from observed to desired. `managed` are the variant
+    models the adapter may unload (every variant of the pipeline)."""
+    actions: list[Action] = []
+    for model, settings in desired.models.items():
+        if model not in observed.ready:
+            actions.append(LoadModel(model, settings, "new"))
+        elif observed.settings.get(model) != settings:
+            actions.append(LoadModel(model, settings, "reconfigure"))
+    if observed.ensemble_steps != desired.steps:
+        actions.append(RepointEnsemble(desired.ensemble, desired.steps))
+    for model in sorted((observed.ready & managed) - set(desired.models)):
+        actions.append(UnloadModel(model))
+    return actions
+
+
+class TritonActuator:
+    def __init__(self, repository: ModelRepository, ensemble: str, variants: list[str],
+                 model_repository: Path):
+        self.repository = repository
+        self.ensemble = ensemble
+        self.variants = frozenset(variants)
+        self.model_repository = model_repository  # config.pbtxt of variants not loaded yet
+        self._base_configs: dict[str, dict[str, Any]] = {}
+
+    def observe(self) -> ObservedState:
+        states = self.repository.states()
+        ready = frozenset(m for m, s in states.items() if s == "READY")
+        if self.ensemble not in ready:
+            raise ServerError(f"ensemble {self.ensemble} is not READY on Triton "
+                              f"({states.get(self.ensemble, 'absent')})")
+        ensemble_config = self.repository.config(self.ensemble)
+        steps = tuple(step["model_name"] for step in
+                      ensemble_config["ensemble_scheduling"]["step"])
+        configs = {m: self.repository.config(m) for m in ready & self.variants}
+        self._base_configs.update(configs)
+        self._base_configs[self.ensemble] = ensemble_config
+        return ObservedState(ensemble_steps=steps, ready=ready,
+                             settings={m: settings_of(c) for m, c in configs.items()},
+                             configs=configs)
+
+    def ensemble_max_batch(self) -> int:
+        if self.ensemble not in self._base_configs:
+            self._base_configs[self.ensemble] = self.repository.config(self.ensemble)
+        return int(self._base_configs[self.ensemble].get("max_batch_size", 0))
+
+    def _config_for(self, model: str) -> dict[str, Any]:
+        if model not in self._base_configs:  # not loaded yet: its config.pbtxt is the base
+            self._base_configs[model] = read_config_pbtxt(
+                self.model_repository / model / "config.pbtxt")
+        return self._base_configs[model]
+
+    def _repoint(self, steps: tuple[str, ...]) -> None:
+        config = dict(self._base_configs[self.ensemble])
+        scheduling = config["ensemble_scheduling"]
+        new_steps = [dict(step, model_name=model) for step, model in zip(scheduling["step"], steps)]
+        config["ensemble_scheduling"] = dict(scheduling, step=new_steps)
+        self.repository.load(self.ensemble, config)
+        self._base_configs[self.ensemble] = config
+
+    def apply(self, actions: list[Action], observed: ObservedState) -> list[str]:
+        """Apply in order. On a failure, undo what this call changed (reverse order) and raise
+        ActuationError; the server is then serving the previous configuration again."""
+        undo: list[tuple[str, Any]] = []
+        done: list[str] = []
+        for action in actions:
+            start = time.perf_counter()
+            try:
+                if isinstance(action, LoadModel):
+                    base = self._config_for(action.model)
+                    previous = observed.configs.get(action.model)
+                    self.repository.load(action.model, with_settings(base, action.settings))
+                    undo.append(("restore", (action.model, previous)))
+                    what = (f"{action.reason} {action.model}: {action.settings.instances} "
+                            f"instance(s), batch {action.settings.preferred_batch_size} "
+                            f"(max {action.settings.max_batch_size}), queue delay "
+                            f"{action.settings.max_queue_delay_us} us")
+                elif isinstance(action, RepointEnsemble):
+                    undo.append(("repoint", observed.ensemble_steps))
+                    self._repoint(action.steps)
+                    what = f"ensemble {action.ensemble} -> {' -> '.join(action.steps)}"
+                else:
+                    self.repository.unload(action.model)
+                    self._base_configs.pop(action.model, None)
+                    what = f"unloaded {action.model}"
+            except ServerError as exc:
+                self._rollback(undo)
+                raise ActuationError(f"{exc}; rolled back {len(undo)} earlier change(s), "
+                                     f"the previous configuration is serving") from exc
+            done.append(f"{what} ({(time.perf_counter() - start) * 1000:.0f} ms)")
+            log.info("applied: %s", done[-1])
+        return done
+
+    def _rollback(self, undo: list[tuple[str, Any]]) -> None:
+        for kind, arg in reversed(undo):
+            try:
+                if kind == "repoint":
+                    self._repoint(arg)
+                else:
+                    model, previous = arg
+                    if previous is None:
+                        self.repository.unload(model)  # it was not loaded before this apply
+                    else:
+                        self.repository.load(model, previous)
+                        self._base_configs[model] = previous
+            except ServerError as exc:  # keep undoing the rest; report what could not be
+                log.error("rollback step %s %s failed: %s", kind, arg, exc)
+
+    def reconcile(self, plan: Plan) -> list[str]:
+        """Observe, diff, apply. Returns what was done ([] when the server already matches)."""
+        observed = self.observe()
+        desired = desired_state(plan, self.ensemble, self.ensemble_max_batch())
+        return self.apply(diff(desired, observed, self.variants), observed)

@@ -1,0 +1,111 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapter.core.predictor import (
+    PREDICTORS, LastValuePredictor, MaxWindowPredictor, MovingAveragePredictor, Predictor, make_predictor,
+)
+from adapter.errors import ConfigError
+
+PREDICTION_CASES = [
+    # (case, predictor, history_rps newest last, expected prediction)
+    ("constant: max-window", MaxWindowPredictor(), [10] * 120, 10),
+    ("constant: last-value", LastValuePredictor(), [10] * 120, 10),
+    ("constant: moving-average", MovingAveragePredictor(), [10] * 120, 10),
+    # Window maxima 9, 19, ..., 119; two windows on the line is 139, the true max of the next 20 s.
+    ("ramp up: trend followed to the horizon", MaxWindowPredictor(), list(range(120)), 139),
+    ("ramp down: floored at the last window's max", MaxWindowPredictor(), list(range(119, -1, -1)), 9),
+    ("only the lookback counts", MaxWindowPredictor(headroom_sigma=0), [100] * 60 + [10] * 120, 10),
+    ("spike: the last window's max is kept", MaxWindowPredictor(headroom_sigma=0), [10] * 119 + [50], 50),
+    ("spike: last-value", LastValuePredictor(), [10] * 119 + [50], 50),
+    ("spike: moving-average spreads it", MovingAveragePredictor(window_s=30), [10] * 29 + [40], 11),
+    ("last-value window_s=1 is the last second", LastValuePredictor(window_s=1), [5, 9, 3], 3),
+    # Alternating 10/12: second-to-second changes of +-2 mean a noise spread of sqrt(2).
+    ("noise headroom", MaxWindowPredictor(), [10, 12] * 60, 12 + 1.5 * math.sqrt(2)),
+    ("short history: one second", MaxWindowPredictor(), [7], 7),
+    # A partial oldest window (0..4) and a full one (5..14): the ramp still extrapolates to 34.
+    ("short history: ramp over 15 s", MaxWindowPredictor(), list(range(15)), 34),
+    ("short history: moving-average of what there is", MovingAveragePredictor(window_s=30), [2, 4], 3),
+]
+
+
+@pytest.mark.parametrize(
+    "predictor, history, expected", [case[1:] for case in PREDICTION_CASES], ids=[case[0] for case in PREDICTION_CASES]
+)
+def test_prediction(predictor, history, expected):
+    assert predictor.predict(history) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", PREDICTORS)
+def test_empty_history_predicts_zero(name):
+    assert make_predictor(name).predict([]) == 0.0
+
+
+@pytest.mark.parametrize("name, kind", PREDICTORS.items())
+def test_registry_builds_predictors(name, kind):
+    predictor = make_predictor(name)
+    assert isinstance(predictor, kind)
+    assert isinstance(predictor, Predictor)
+
+
+def test_default_is_max_window_with_ipa_windows():
+    assert make_predictor() == MaxWindowPredictor(window_s=10, lookback_s=120, horizon_s=20, headroom_sigma=1.5)
+
+
+INVALID_PARAMETERS = [
+    (MaxWindowPredictor, {"window_s": 0},
+     r"MaxWindowPredictor: `window_s` must be a whole number of seconds >= 1, got 0"),
+    (MaxWindowPredictor, {"window_s": 2.5}, r"`window_s` must be a whole number of seconds >= 1, got 2\.5"),
+    (MaxWindowPredictor, {"horizon_s": True}, r"`horizon_s` must be a whole number of seconds >= 1, got True"),
+    (MaxWindowPredictor, {"lookback_s": 5}, r"`lookback_s` \(5\) must be at least `window_s` \(10\)"),
+    (MaxWindowPredictor, {"headroom_sigma": -1}, r"`headroom_sigma` must be a finite number >= 0, got -1"),
+    (MaxWindowPredictor, {"headroom_sigma": math.nan}, r"`headroom_sigma` must be a finite number >= 0, got nan"),
+    (LastValuePredictor, {"window_s": 0}, r"LastValuePredictor: `window_s` must be .* got 0"),
+    (MovingAveragePredictor, {"window_s": "30"}, r"MovingAveragePredictor: `window_s` must be .* got '30'"),
+]
+
+
+@pytest.mark.parametrize("kind, params, message", INVALID_PARAMETERS)
+def test_invalid_parameters(kind, params, message):
+    with pytest.raises(ConfigError, match=message):
+        kind(**params)
+
+
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("max-widow", {}, r"unknown predictor 'max-widow' \(did you mean 'max-window'\?\); "
+                          r"known: max-window, last-value, moving-average"),
+        ("lstm", {}, r"unknown predictor 'lstm'; known: "),
+        ("max-window", {"window": 5},
+         r"predictor 'max-window' has no parameter 'window' \(did you mean 'window_s'\?\); "
+         r"known: window_s, lookback_s, horizon_s, headroom_sigma"),
+        ("moving-average", {"window_s": -3}, r"`window_s` must be a whole number of seconds >= 1, got -3"),
+    ],
+)
+def test_make_predictor_errors(name, params, message):
+    with pytest.raises(ConfigError, match=message):
+        make_predictor(name, **params)
+
+
+@given(
+    history=st.lists(st.floats(min_value=0, max_value=1e4), max_size=300),
+    window_s=st.integers(1, 30),
+    extra_lookback_s=st.integers(0, 200),
+    horizon_s=st.integers(1, 60),
+    headroom_sigma=st.floats(min_value=0, max_value=5),
+)
+def test_max_window_never_below_the_last_window(history, window_s, extra_lookback_s, horizon_s, headroom_sigma):
+    predictor = MaxWindowPredictor(
+        window_s=window_s, lookback_s=window_s + extra_lookback_s, horizon_s=horizon_s, headroom_sigma=headroom_sigma
+    )
+    last_window_max = max(history[-window_s:], default=0.0)
+    assert predictor.predict(history) >= last_window_max
+
+
+@given(history=st.lists(st.floats(min_value=0, max_value=1e4), max_size=200), name=st.sampled_from(list(PREDICTORS)))
+def test_predictions_are_finite_and_non_negative(history, name):
+    prediction = make_predictor(name).predict(history)
+    assert math.isfinite(prediction) and prediction >= 0

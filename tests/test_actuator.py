@@ -1,0 +1,202 @@
+"""Triton actuator: pure diff rules, then the real Triton: convergence, idempotence, restart,
+rollback of a failed load, and zero failed requests through 20 changes under constant load."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapter import paths
+from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
+from adapter.serving.actuator import (ActuationError, LoadModel, ModelSettings, ObservedState,
+                                      RepointEnsemble, TritonActuator, UnloadModel, desired_state,
+                                      diff)
+from adapter.serving.client import TextClient, decode_strings
+from adapter.serving.launcher import LocalTriton
+from adapter.serving.repository import ModelRepository
+from tests.steady_load import start_load, summary
+
+VARIANTS = ["langid_cld2", "langid_fasttext", "embed_l3_int8", "embed_l3", "embed_broken"]
+
+
+def make_plan(*stages: tuple[str, str, int, int, int]) -> Plan:
+    """stages: (stage, model, batch, instances, queue delay us); the rest is not actuated."""
+    stage_plans = tuple(
+        StagePlan(stage=name, variants=(VariantPlan(
+            model=model, share=1.0, max_batch_size=batch, max_queue_delay_us=delay,
+            instances=instances, rps=10.0, predicted_p99_ms=10.0, capacity_rps=100.0),),
+            predicted_p99_ms=10.0, capacity_rps=100.0, accuracy=0.9, accuracy_score=1.0, cost=1.0)
+        for name, model, batch, instances, delay in stages)
+    return Plan(pipeline="text_search", mode=Mode.SINGLE, rps=10.0, sla_ms=150.0, pods=1,
+                stages=stage_plans, objective=0.0, predicted_p99_ms=20.0, accuracy=0.8,
+                accuracy_score=1.0, cost=2.0, feasible=True, reason=Reason.OPTIMAL, message="",
+                solver="test")
+
+
+BASE = make_plan(("langid", "langid_fasttext", 1, 1, 0), ("embed", "embed_l3", 1, 1, 0))
+
+
+# -- pure rules --------------------------------------------------------------------------------
+
+def _observed(steps, settings):
+    return ObservedState(ensemble_steps=steps, ready=frozenset(settings) | {"text_search"},
+                         settings=settings)
+
+
+def test_desired_state_keeps_max_batch_at_least_the_ensembles():
+    plan = make_plan(("langid", "langid_cld2", 2, 1, 500), ("embed", "embed_l3", 16, 2, 3000))
+    desired = desired_state(plan, "text_search", ensemble_max_batch=8)
+    assert desired.steps == ("langid_cld2", "embed_l3")
+    assert desired.models["langid_cld2"] == ModelSettings(1, 8, 2, 500)
+    assert desired.models["embed_l3"] == ModelSettings(2, 16, 16, 3000)
+
+
+def test_diff_orders_load_then_repoint_then_unload():
+    desired = desired_state(make_plan(("langid", "langid_cld2", 1, 1, 0),
+                                      ("embed", "embed_l3", 1, 2, 0)), "text_search", 8)
+    observed = _observed(("langid_fasttext", "embed_l3"),
+                         {"langid_fasttext": ModelSettings(1, 8, 1, 0),
+                          "embed_l3": ModelSettings(1, 8, 1, 0)})
+    managed = frozenset({"langid_cld2", "langid_fasttext", "embed_l3"})
+    assert diff(desired, observed, managed) == [
+        LoadModel("langid_cld2", ModelSettings(1, 8, 1, 0), "new"),
+        LoadModel("embed_l3", ModelSettings(2, 8, 1, 0), "reconfigure"),
+        RepointEnsemble("text_search", ("langid_cld2", "embed_l3")),
+        UnloadModel("langid_fasttext"),
+    ]
+
+
+def test_diff_is_empty_when_the_server_matches():
+    desired = desired_state(BASE, "text_search", 8)
+    observed = _observed(desired.steps, dict(desired.models))
+    assert diff(desired, observed, frozenset(desired.models)) == []
+
+
+def test_a_split_plan_is_refused_with_a_reason():
+    split = make_plan(("langid", "langid_cld2", 1, 1, 0))
+    stage = split.stages[0]
+    two = StagePlan(stage="langid", variants=stage.variants * 2, predicted_p99_ms=1, capacity_rps=1,
+                    accuracy=1, accuracy_score=1, cost=1)
+    with pytest.raises(Exception, match="traffic split across 2 variants needs a router"):
+        desired_state(Plan(**{**{f: getattr(split, f) for f in split.__dataclass_fields__},
+                              "stages": (two,)}), "text_search", 8)
+
+
+# -- the real Triton ---------------------------------------------------------------------------
+
+BROKEN_MODEL = '''
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("embed_broken cannot load (test)")
+'''
+
+
+@pytest.fixture(scope="module")
+def small_triton(tmp_path_factory):
+    """A Triton of its own: these tests load and unload models the shared one must keep."""
+    root = tmp_path_factory.mktemp("actuator")
+    models = root / "models"
+    models.mkdir()
+    for name in VARIANTS[:-1]:
+        (models / name).symlink_to(paths.MODEL_REPOSITORY / name)
+    broken = models / "embed_broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        (paths.MODEL_REPOSITORY / "embed_l3" / "config.pbtxt").read_text()
+        .replace('name: "embed_l3"', 'name: "embed_broken"'))
+    (broken / "1" / "model.py").write_text(BROKEN_MODEL)
+    server = LocalTriton(repositories=[models, paths.ENSEMBLES], log_path=root / "triton.log",
+                         models=["langid_fasttext", "embed_l3", "text_search"])
+    server.start()
+    yield server, models
+    server.stop()
+
+
+class CountingRepository(ModelRepository):
+    """The real repository client, counting the calls that change the server."""
+
+    def __init__(self, endpoints):
+        super().__init__(endpoints)
+        self.changes = 0
+
+    def load(self, model, config=None):
+        self.changes += 1
+        super().load(model, config)
+
+    def unload(self, model):
+        self.changes += 1
+        super().unload(model)
+
+
+def _actuator(server, models):
+    repo = CountingRepository(server.endpoints)
+    return TritonActuator(repo, "text_search", VARIANTS, models), repo
+
+
+def _serves_german(server) -> bool:
+    client = TextClient(server.endpoints, "grpc")
+    try:
+        langs = decode_strings(client.infer("text_search", ["Der Zug fährt um zwölf Uhr ab."],
+                                            ["LANG"])["LANG"])
+    finally:
+        client.close()
+    return langs == ["de"]
+
+
+def test_reconcile_converges_and_a_second_run_changes_nothing(small_triton):
+    server, models = small_triton
+    actuator, repo = _actuator(server, models)
+    plan = make_plan(("langid", "langid_cld2", 4, 2, 2000), ("embed", "embed_l3", 1, 1, 0))
+    done = actuator.reconcile(plan)
+    assert any("new langid_cld2" in d for d in done) and any("ensemble" in d for d in done)
+    observed = actuator.observe()
+    assert observed.ensemble_steps == ("langid_cld2", "embed_l3")
+    assert observed.settings["langid_cld2"] == ModelSettings(2, 8, 4, 2000)
+    assert "langid_fasttext" not in observed.ready
+    assert _serves_german(server)
+
+    changes = repo.changes
+    assert actuator.reconcile(plan) == []
+    assert repo.changes == changes  # idempotent: no load/unload at all
+
+    restarted, restarted_repo = _actuator(server, models)  # a new adapter process, same server
+    assert restarted.reconcile(plan) == [] and restarted_repo.changes == 0
+    assert restarted.reconcile(BASE) != []
+    assert restarted.observe().ensemble_steps == ("langid_fasttext", "embed_l3")
+
+
+def test_a_failed_load_rolls_back_to_the_serving_configuration(small_triton):
+    server, models = small_triton
+    actuator, _ = _actuator(server, models)
+    actuator.reconcile(BASE)
+    before = actuator.observe()
+    bad = make_plan(("langid", "langid_fasttext", 2, 2, 1000), ("embed", "embed_broken", 1, 1, 0))
+    with pytest.raises(ActuationError, match="embed_broken.*rolled back 1 earlier change"):
+        actuator.reconcile(bad)
+    after = actuator.observe()
+    assert after.ensemble_steps == before.ensemble_steps
+    assert after.settings == before.settings
+    assert _serves_german(server)
+
+
+def test_twenty_changes_under_constant_load_fail_no_request(small_triton, tmp_path, capsys):
+    server, models = small_triton
+    actuator, _ = _actuator(server, models)
+    actuator.reconcile(BASE)
+    swaps = [make_plan(("langid", "langid_cld2" if i % 2 == 0 else "langid_fasttext", 1, 1, 0),
+                       ("embed", "embed_l3_int8" if i % 2 == 0 else "embed_l3", 1, 1, 0))
+             for i in range(10)]
+    resizes = [make_plan(("langid", "langid_fasttext", 4, 1 + i % 2, 1000),
+                         ("embed", "embed_l3", 2, 2 - i % 2, 1000)) for i in range(10)]
+    out = str(tmp_path / "load.json")
+    load = start_load(server.endpoints.http, "text_search", rps=40, seconds=60, out_path=out)
+    import time
+    time.sleep(3)  # steady state first
+    applied = 0
+    for plan in swaps + resizes:
+        applied += len(actuator.reconcile(plan))
+    load.join(timeout=120)
+    stats = summary(out)
+    with capsys.disabled():
+        print(f"\n  20 reconfigurations ({applied} actions) under 40 req/s: {stats}")
+    assert applied >= 40 and stats["requests"] > 1000
+    assert stats["failed"] == 0, stats["first_errors"]
