@@ -13,7 +13,7 @@ from adapter.serving.actuator import (ActuationError, LoadModel, ModelSettings, 
 from adapter.serving.client import TextClient, decode_strings
 from adapter.serving.launcher import LocalTriton
 from adapter.serving.repository import ModelRepository
-from tests.steady_load import start_load, summary
+from adapter.loadgen import load_records, start_schedule, summarise
 
 VARIANTS = ["langid_cld2", "langid_fasttext", "embed_l3_int8", "embed_l3", "embed_broken"]
 
@@ -188,14 +188,14 @@ def test_twenty_changes_under_constant_load_fail_no_request(small_triton, tmp_pa
     resizes = [make_plan(("langid", "langid_fasttext", 4, 1 + i % 2, 1000),
                          ("embed", "embed_l3", 2, 2 - i % 2, 1000)) for i in range(10)]
     out = str(tmp_path / "load.json")
-    load = start_load(server.endpoints.http, "text_search", rps=40, seconds=60, out_path=out)
+    load = start_schedule(server.endpoints.http, "text_search", [40] * 60, out)
     import time
     time.sleep(3)  # steady state first
     applied = 0
     for plan in swaps + resizes:
         applied += len(actuator.reconcile(plan))
     load.join(timeout=120)
-    stats = summary(out)
+    stats = summarise(load_records(out))
     with capsys.disabled():
         print(f"\n  20 reconfigurations ({applied} actions) under 40 req/s: {stats}")
     assert applied >= 40 and stats["requests"] > 1000
