@@ -126,12 +126,18 @@ def stabilise(recent: tuple[tuple[float, float], ...], predicted: float, now_s: 
     return max(r for _, r in kept), kept
 
 
-def same_configuration(a: Plan | None, b: Plan | None) -> bool:
+def same_configuration(a: Plan | None, b: Plan | None, delay_tolerance: float = 0.25) -> bool:
+    """Whether applying b over a would change nothing that matters. The queue delay follows the
+    load ((b-1)/rps), so a delay within `delay_tolerance` of the applied one is not worth a
+    model reload."""
     if a is None or b is None:
         return a is b
-    key = lambda p: (p.pods, tuple((v.model, round(v.share, 6), v.max_batch_size, v.max_queue_delay_us,
-                                    v.instances) for s in p.stages for v in s.variants))
-    return key(a) == key(b)
+    key = lambda p: (p.pods, tuple((v.model, round(v.share, 6), v.max_batch_size, v.instances)
+                                   for s in p.stages for v in s.variants))
+    if key(a) != key(b):
+        return False
+    delays = lambda p: [v.max_queue_delay_us for s in p.stages for v in s.variants]
+    return all(abs(x - y) <= delay_tolerance * max(x, y) for x, y in zip(delays(a), delays(b)))
 
 
 def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,

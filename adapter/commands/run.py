@@ -1,0 +1,96 @@
+"""`tpa run`: the adapter sidecar. Observes Triton, predicts load, plans, reconfigures Triton."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from adapter import paths
+from adapter.core.plan import Mode
+
+log = logging.getLogger(__name__)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", default="text_search", help="pipeline (default: %(default)s)")
+    parser.add_argument("--spec", type=Path, help="spec (default: ensembles/PIPELINE/pipeline.yaml)")
+    parser.add_argument("--profiles", type=Path,
+                        help="profiles (default: ensembles/PIPELINE/profiles.json)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run the adapter control loop against Triton")
+    add_pipeline_arguments(parser)
+    parser.add_argument("--triton-host", help="an already running Triton (default: start a local one)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="its gRPC port (default: %(default)s)")
+    parser.add_argument("--triton-metrics-port", type=int, default=8002,
+                        help="its metrics port (default: %(default)s)")
+    parser.add_argument("--prometheus", metavar="URL",
+                        help="read metrics through Prometheus instead of Triton's /metrics")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between decisions")
+    parser.add_argument("--predictor", default="max-window", help="load predictor (default: %(default)s)")
+    parser.add_argument("--mode", choices=[m.value for m in Mode if m is not Mode.SPLIT],
+                        default="single", help="planning mode (default: %(default)s)")
+    parser.add_argument("--solver", default="exact", help="exact | cbc | highs (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="serve the adapter's own /metrics on this port (0: off)")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.set_defaults(func=run)
+
+
+def load_pipeline(args: argparse.Namespace):
+    from adapter.core.profile import load_profiles
+    from adapter.core.spec import load_spec
+
+    spec = load_spec(args.spec or paths.ENSEMBLES / args.pipeline / "pipeline.yaml")
+    profiles = load_profiles(args.profiles or paths.ENSEMBLES / spec.name / "profiles.json")
+    return spec, profiles
+
+
+def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
+                  interval_s: float = 10.0, predictor: str = "max-window", mode: str = "single",
+                  solver: str = "exact", on_tick=None):
+    from adapter.core.policy import PolicyConfig
+    from adapter.core.predictor import make_predictor
+    from adapter.monitor import PrometheusSource, TritonMetricsSource
+    from adapter.serving.actuator import TritonActuator
+    from adapter.serving.repository import ModelRepository
+    from adapter.sidecar import LoopSettings, Sidecar
+
+    source = (PrometheusSource(prometheus) if prometheus
+              else TritonMetricsSource(endpoints.metrics_url))
+    actuator = TritonActuator(ModelRepository(endpoints), spec.ensemble, list(spec.models),
+                              paths.MODEL_REPOSITORY)
+    return Sidecar(spec, profiles, source, actuator, make_predictor(predictor),
+                   config=PolicyConfig(mode=Mode(mode), solver=solver),
+                   settings=LoopSettings(interval_s=interval_s), on_tick=on_tick)
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapter.serving.launcher import Endpoints, LocalTriton
+
+    spec, profiles = load_pipeline(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.ExitStack() as stack:
+        if args.triton_host:
+            endpoints = Endpoints(0, args.grpc_port, args.triton_metrics_port, host=args.triton_host)
+        else:
+            endpoints = stack.enter_context(
+                LocalTriton(log_path=paths.RUNS / "run" / "triton.log")).endpoints
+        sidecar = build_sidecar(spec, profiles, endpoints, prometheus=args.prometheus,
+                                interval_s=args.interval, predictor=args.predictor,
+                                mode=args.mode, solver=args.solver)
+        if args.metrics_port:
+            sidecar.metrics.serve(args.metrics_port)
+            log.info("adapter metrics on http://127.0.0.1:%d/metrics", args.metrics_port)
+        log.info("adapter running for %s (Triton gRPC %s); Ctrl-C stops it", spec.name, endpoints.grpc)
+        try:
+            sidecar.run(stop, duration_s=args.duration)
+        except KeyboardInterrupt:
+            pass
+    return 0
