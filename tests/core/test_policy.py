@@ -1,0 +1,137 @@
+"""The adapter's decision step, pure: multi-tick scenarios on a fake clock, fault holds,
+stabilisation, closed-loop correction. No servers."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from adapter.core import policy
+from adapter.core.observation import ModelStats, Observation
+from adapter.core.predictor import LastValuePredictor
+from adapter.core.profile import Measurement, Profiles, fit
+from adapter.core.spec import parse_spec
+from adapter.errors import ConfigError
+
+SPEC = parse_spec({
+    "name": "p", "ensemble": "p", "sla_ms": 100, "batch_sizes": [1, 2, 4, 8],
+    "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.001},
+    "limits": {"max_instances_per_stage": 4, "max_pods": 1, "pod": {"cpu": 8}},
+    "stages": [{"name": "s", "variants": [
+        {"model": "fast", "accuracy": 0.8, "resources": {"cpu": 1}},
+        {"model": "slow", "accuracy": 0.9, "resources": {"cpu": 1}}]}],
+})
+
+
+def _profile(model: str, b1_ms: float, b8_ms: float):
+    per_item = (b8_ms - b1_ms) / 7
+    return fit([Measurement(model=model, batch_size=b, instances=1, p50_ms=0.8 * (b1_ms + per_item * (b - 1)),
+                            p99_ms=b1_ms + per_item * (b - 1), throughput_rps=1000 * b / (b1_ms + per_item * (b - 1)),
+                            requests=100) for b in (1, 2, 4, 8)])
+
+
+PROFILES = Profiles(variants={"fast": _profile("fast", 2, 6), "slow": _profile("slow", 20, 60)})
+
+
+def _obs(t: float, rps: float, model_p99: dict[str, float] | None = None) -> Observation:
+    models = {"p": ModelStats(model="p", arrival_rps=rps, success_rps=rps, failure_rps=0,
+                              mean_batch=1, queue_ms=0.1, compute_ms=1, pending=0)}
+    for model, p99 in (model_p99 or {}).items():
+        models[model] = ModelStats(model=model, arrival_rps=rps, success_rps=rps, failure_rps=0,
+                                   mean_batch=1, queue_ms=0.1, compute_ms=1, pending=0, p99_ms=p99)
+    return Observation(time_s=t, window_s=1, source="test", models=models)
+
+
+def _inputs(history, obs, **config):
+    return policy.PolicyInputs(spec=SPEC, profiles=PROFILES, predictor=LastValuePredictor(window_s=5),
+                               history_rps=history, observation=obs,
+                               config=policy.PolicyConfig(**config))
+
+
+def test_first_decision_applies_and_the_same_load_then_holds():
+    state = policy.PolicyState()
+    decision, state = policy.decide(_inputs([10] * 30, _obs(100, 10)), state, now_s=100)
+    assert decision.reason is policy.Reason.APPLY and decision.plan.stages[0].model == "slow"
+    state = policy.applied(state, decision.plan)
+    decision, state = policy.decide(_inputs([10] * 30, _obs(110, 10)), state, now_s=110)
+    assert decision.reason is policy.Reason.UNCHANGED and decision.plan is state.current
+
+
+@pytest.mark.parametrize("obs, now, message", [
+    (None, 100, "no fresh metrics \\(none yet\\)"),
+    (_obs(50, 10), 100, "no fresh metrics \\(50 s old\\)"),
+])
+def test_missing_or_stale_metrics_hold_the_plan(obs, now, message):
+    held = object()
+    state = policy.PolicyState(current=held)
+    decision, after = policy.decide(_inputs([10] * 30, obs), state, now_s=now)
+    assert decision.reason is policy.Reason.NO_METRICS and decision.plan is held
+    assert after is state
+    assert decision.message.startswith("holding the plan")
+    assert re.search(message, decision.message)
+
+
+def test_a_solver_error_keeps_the_current_plan():
+    def failing_planner(*args, **kwargs):
+        raise ConfigError("profiles do not cover the spec")
+
+    first, state = policy.decide(_inputs([10] * 30, _obs(100, 10)), policy.PolicyState(), now_s=100)
+    state = policy.applied(state, first.plan)
+    decision, state = policy.decide(_inputs([10] * 30, _obs(110, 10)), state, now_s=110,
+                                    planner=failing_planner)
+    assert decision.reason is policy.Reason.SOLVER_ERROR
+    assert decision.plan is first.plan and "profiles do not cover the spec" in decision.message
+
+
+def test_scale_up_is_immediate_and_scale_down_waits_for_the_window():
+    recent = ()
+    steps = [(0, 10, 10), (10, 50, 50), (20, 10, 50), (60, 10, 50), (71, 10, 10)]
+    for now, predicted, expected in steps:
+        planned, recent = policy.stabilise(recent, predicted, now, window_s=60)
+        assert planned == expected, now
+
+
+def test_a_profile_that_is_too_optimistic_is_corrected_until_the_plan_changes():
+    """The 'slow' variant really takes 3x its profile: the loop must stop trusting the profile."""
+    state = policy.PolicyState()
+    decision, state = policy.decide(_inputs([30] * 30, _obs(0, 30)), state, now_s=0)
+    state = policy.applied(state, decision.plan)
+    assert decision.plan.stages[0].model == "slow"
+    predicted = decision.plan.stages[0].predicted_p99_ms
+    for tick in range(1, 8):
+        obs = _obs(10 * tick, 30, {"slow": 3 * predicted})
+        decision, state = policy.decide(_inputs([30] * 30, obs), state, now_s=10 * tick)
+        if decision.reason is policy.Reason.APPLY:
+            state = policy.applied(state, decision.plan)
+    assert state.latency_scale["slow"] > 1.5
+    assert state.current.predicted_p99_ms <= SPEC.sla_ms
+
+
+def test_observed_latency_close_to_the_profile_changes_nothing():
+    first, state = policy.decide(_inputs([10] * 30, _obs(0, 10)), policy.PolicyState(), now_s=0)
+    plan = first.plan
+    predicted = plan.stages[0].variants[0].predicted_p99_ms
+    scale = policy.correct(plan, _obs(10, 10, {plan.stages[0].model: predicted * 1.05}), PROFILES, {},
+                           policy.PolicyConfig())
+    assert scale == {}
+
+
+def _with_delay(plan, delay_us, batch=None):
+    stage = plan.stages[0]
+    variant = dataclasses.replace(stage.variants[0], max_queue_delay_us=delay_us,
+                                  max_batch_size=batch or stage.variants[0].max_batch_size)
+    return dataclasses.replace(plan, stages=(dataclasses.replace(stage, variants=(variant,)),))
+
+
+@pytest.mark.parametrize("delay_b, batch_b, same", [
+    (11_000, None, True),  # 10 % more delay: load jitter, not worth a reload
+    (20_000, None, False),  # twice the delay: a real change
+    (10_000, 8, False),  # another batch size
+])
+def test_queue_delay_jitter_is_not_a_new_configuration(delay_b, batch_b, same):
+    plan = policy.decide(_inputs([40] * 30, _obs(0, 40)), policy.PolicyState(), now_s=0)[0].plan
+    a = _with_delay(plan, 10_000, batch=4)
+    assert policy.same_configuration(a, _with_delay(a, delay_b, batch_b)) is same
+    assert not policy.same_configuration(a, None)
