@@ -17,7 +17,33 @@ def triton(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def weights_present():
-    missing = [p for p in paths.MODEL_REPOSITORY.glob("embed_*/1") if not (p / "weights").exists()]
-    assert not missing, f"weights missing for {missing}: run `make models` (make test does)"
+SMALL_VARIANTS = ["langid_cld2", "langid_fasttext", "embed_l3_int8", "embed_l3", "embed_broken"]
+
+BROKEN_MODEL = '''
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("embed_broken cannot load (test)")
+'''
+
+
+@pytest.fixture(scope="module")
+def small_triton(tmp_path_factory):
+    """A Triton of its own (one per test module) serving a few variants, one that cannot load,
+    and the text_search ensemble: for tests that load, unload or stop what the shared one must
+    keep."""
+    root = tmp_path_factory.mktemp("actuator")
+    models = root / "models"
+    models.mkdir()
+    for name in SMALL_VARIANTS[:-1]:
+        (models / name).symlink_to(paths.MODEL_REPOSITORY / name)
+    broken = models / "embed_broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        (paths.MODEL_REPOSITORY / "embed_l3" / "config.pbtxt").read_text()
+        .replace('name: "embed_l3"', 'name: "embed_broken"'))
+    (broken / "1" / "model.py").write_text(BROKEN_MODEL)
+    server = LocalTriton(repositories=[models, paths.ENSEMBLES], log_path=root / "triton.log",
+                         models=["langid_fasttext", "embed_l3", "text_search"])
+    server.start()
+    yield server, models
+    server.stop()

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from adapter import paths
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.serving.actuator import (ActuationError, LoadModel, ModelSettings, ObservedState,
                                       RepointEnsemble, TritonActuator, UnloadModel, desired_state,
                                       diff)
 from adapter.serving.client import TextClient, decode_strings
-from adapter.serving.launcher import LocalTriton
 from adapter.serving.repository import ModelRepository
 from adapter.loadgen import load_records, start_schedule, summarise
+from tests.conftest import SMALL_VARIANTS as VARIANTS
 
-VARIANTS = ["langid_cld2", "langid_fasttext", "embed_l3_int8", "embed_l3", "embed_broken"]
 
 
 def make_plan(*stages: tuple[str, str, int, int, int]) -> Plan:
@@ -82,34 +80,6 @@ def test_a_split_plan_is_refused_with_a_reason():
 
 
 # -- the real Triton ---------------------------------------------------------------------------
-
-BROKEN_MODEL = '''
-class TritonPythonModel:
-    def initialize(self, args):
-        raise RuntimeError("embed_broken cannot load (test)")
-'''
-
-
-@pytest.fixture(scope="module")
-def small_triton(tmp_path_factory):
-    """A Triton of its own: these tests load and unload models the shared one must keep."""
-    root = tmp_path_factory.mktemp("actuator")
-    models = root / "models"
-    models.mkdir()
-    for name in VARIANTS[:-1]:
-        (models / name).symlink_to(paths.MODEL_REPOSITORY / name)
-    broken = models / "embed_broken"
-    (broken / "1").mkdir(parents=True)
-    (broken / "config.pbtxt").write_text(
-        (paths.MODEL_REPOSITORY / "embed_l3" / "config.pbtxt").read_text()
-        .replace('name: "embed_l3"', 'name: "embed_broken"'))
-    (broken / "1" / "model.py").write_text(BROKEN_MODEL)
-    server = LocalTriton(repositories=[models, paths.ENSEMBLES], log_path=root / "triton.log",
-                         models=["langid_fasttext", "embed_l3", "text_search"])
-    server.start()
-    yield server, models
-    server.stop()
-
 
 class CountingRepository(ModelRepository):
     """The real repository client, counting the calls that change the server."""

@@ -53,7 +53,7 @@ def load_pipeline(args: argparse.Namespace):
 
 def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
                   interval_s: float = 10.0, predictor: str = "max-window", mode: str = "single",
-                  solver: str = "exact", on_tick=None):
+                  solver: str = "exact", on_tick=None, model_repository: Path = paths.MODEL_REPOSITORY):
     from adapter.core.policy import PolicyConfig
     from adapter.core.predictor import make_predictor
     from adapter.monitor import PrometheusSource, TritonMetricsSource
@@ -64,7 +64,7 @@ def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
     source = (PrometheusSource(prometheus) if prometheus
               else TritonMetricsSource(endpoints.metrics_url))
     actuator = TritonActuator(ModelRepository(endpoints), spec.ensemble, list(spec.models),
-                              paths.MODEL_REPOSITORY)
+                              model_repository)
     return Sidecar(spec, profiles, source, actuator, make_predictor(predictor),
                    config=PolicyConfig(mode=Mode(mode), solver=solver),
                    settings=LoopSettings(interval_s=interval_s), on_tick=on_tick)

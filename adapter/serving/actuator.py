@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.core.plan import Plan
-from adapter.errors import ServerError
+from adapter.errors import AdapterError, ServerError
 from adapter.serving.repository import ModelRepository, configured, read_config_pbtxt
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class TritonActuator:
                     self.repository.unload(action.model)
                     self._base_configs.pop(action.model, None)
                     what = f"unloaded {action.model}"
-            except ServerError as exc:
+            except AdapterError as exc:  # a server refusal, or a variant's unreadable config
                 self._rollback(undo)
                 raise ActuationError(f"{exc}; rolled back {len(undo)} earlier change(s), "
                                      f"the previous configuration is serving") from exc

@@ -1,0 +1,129 @@
+"""The control loop against the real Triton: it converges, exports its metrics, and keeps
+running when Triton is stopped, restarted, or handed a variant that cannot load."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import urllib.request
+
+import pytest
+
+from adapter import paths
+from adapter.commands.run import build_sidecar
+from adapter.core.policy import Reason
+from adapter.core.profile import Profiles, load_profiles
+from adapter.core.spec import parse_spec
+from adapter.loadgen import start_schedule
+from adapter.serving.client import TextClient, decode_strings
+from adapter.serving.launcher import free_port
+
+
+def _spec(embed_variants):
+    return parse_spec({
+        "name": "text_search", "ensemble": "text_search", "sla_ms": 150, "batch_sizes": [1, 2, 4, 8],
+        "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.002},
+        "limits": {"max_instances_per_stage": 2, "max_pods": 1, "pod": {"cpu": 2}},
+        "stages": [
+            {"name": "langid", "variants": [
+                {"model": m, "accuracy": a, "resources": {"cpu": 1}}
+                for m, a in (("langid_cld2", 0.83), ("langid_fasttext", 0.90))]},
+            {"name": "embed", "variants": [
+                {"model": m, "accuracy": a, "resources": {"cpu": 1}} for m, a in embed_variants]},
+        ]})
+
+
+SPEC = _spec([("embed_l3_int8", 0.36), ("embed_l3", 0.38)])
+PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+
+
+def _sidecar(small_triton, spec=SPEC, profiles=PROFILES):
+    server, models = small_triton
+    return build_sidecar(spec, profiles, server.endpoints, interval_s=1.0, model_repository=models)
+
+
+def _warm_up(sidecar, server, seconds=4):
+    """Some real traffic, observed every second, so the policy has fresh metrics."""
+    load = start_schedule(server.endpoints.http, "text_search", [10] * seconds, "/dev/null")
+    for _ in range(seconds + 1):
+        sidecar.observe()
+        time.sleep(1)
+    load.join()
+    sidecar.observe()
+
+
+def _steps(sidecar):
+    return sidecar.actuator.observe().ensemble_steps
+
+
+def test_the_loop_converges_and_exports_its_metrics(small_triton):
+    server, _ = small_triton
+    sidecar = _sidecar(small_triton)
+    _warm_up(sidecar, server)
+    tick = sidecar.decide_and_apply()
+    assert tick.decision.reason is Reason.APPLY and tick.error is None
+    plan = sidecar.state.current
+    assert _steps(sidecar) == tuple(s.model for s in plan.stages)
+    assert sidecar.decide_and_apply().actions == ()  # converged: nothing more to do
+
+    port = free_port()
+    sidecar.metrics.serve(port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    embed = plan.stage("embed")
+    assert f'tpa_plan_instances{{model="{embed.model}",stage="embed"}} {embed.instances}.0' in text
+    assert 'tpa_decisions_total{reason="Apply"} 1.0' in text
+    assert "tpa_observed_rps" in text and "tpa_solve_seconds_count" in text
+
+
+def test_triton_stopped_holds_the_plan_and_a_restart_converges(small_triton):
+    server, _ = small_triton
+    sidecar = _sidecar(small_triton)
+    _warm_up(sidecar, server)
+    sidecar.decide_and_apply()
+    plan = sidecar.state.current
+
+    server.stop()
+    sidecar.observe()  # metrics unreachable: counted, not raised
+    assert sidecar.metrics.metrics_failures._value.get() == 1
+    tick = sidecar.decide_and_apply()
+    assert tick.error and "127.0.0.1" in tick.error
+    assert sidecar.state.current is plan  # held
+    assert sidecar.metrics.triton_unreachable._value.get() == 1
+
+    server.start()  # same ports; every model back to its config.pbtxt
+    time.sleep(sidecar.settings.interval_s)  # past the backoff
+    tick = sidecar.decide_and_apply()
+    assert tick.error is None and tick.actions  # level-triggered: re-applied without a new plan
+    assert _steps(sidecar) == tuple(s.model for s in plan.stages)
+
+
+def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_triton):
+    server, _ = small_triton
+    # embed_broken claims to be the most accurate, so the planner picks it; its load fails.
+    spec = _spec([("embed_l3_int8", 0.36), ("embed_broken", 0.9)])
+    profiles = Profiles(variants={**PROFILES.variants,
+                                  "embed_broken": dataclasses.replace(PROFILES["embed_l3"], model="embed_broken")},
+                        provenance=PROFILES.provenance)
+    sidecar = _sidecar(small_triton, spec, profiles)
+    _warm_up(sidecar, server)
+    before = _steps(sidecar)
+    tick = sidecar.decide_and_apply()
+    assert tick.decision.plan.stage("embed").model == "embed_broken"
+    assert "embed_broken" in tick.error and "rolled back" in tick.error
+    assert sidecar.state.current is None  # nothing applied
+    assert sidecar.metrics.actuation_failures._value.get() == 1
+    assert _steps(sidecar) == before
+    client = TextClient(server.endpoints, "grpc")
+    assert decode_strings(client.infer("text_search", ["Der Zug fährt ab."], ["LANG"])["LANG"]) == ["de"]
+    client.close()
+
+
+def test_a_solver_error_keeps_the_loop_running(small_triton):
+    server, _ = small_triton
+    missing = Profiles(variants={k: v for k, v in PROFILES.variants.items() if k != "embed_l3"},
+                       provenance=PROFILES.provenance)
+    sidecar = _sidecar(small_triton, SPEC, missing)
+    _warm_up(sidecar, server, seconds=2)
+    tick = sidecar.decide_and_apply()
+    assert tick.decision.reason is Reason.SOLVER_ERROR and "embed_l3" in tick.decision.message
+    assert tick.actions == () and tick.error is None
