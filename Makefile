@@ -21,12 +21,15 @@ models: $(STAMP)
 demo: models
 	$(PY) -m adapter demo
 
-# Debian packages the integration tests run for real (a Prometheus server).
+# Debian packages the integration tests run for real: Prometheus, etcd (for the Kubernetes
+# control plane), zstd (to unpack the prebuilt control plane), openssl (service-account keys).
+SYSTEM_PACKAGES := prometheus etcd-server zstd openssl
 system-deps:
-	@command -v prometheus >/dev/null || { \
+	@missing=""; for cmd in prometheus etcd zstd openssl; do command -v $$cmd >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "error: the tests need Debian's prometheus package: sudo apt-get install prometheus"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "error: the tests need Debian packages: sudo apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; fi
 
 test: models system-deps
 	$(PY) -m pytest -q

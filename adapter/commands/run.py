@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -39,6 +40,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="serve the adapter's own /metrics on this port (0: off)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--metrics-address", default=None,
+                        help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 with --cluster)")
+    parser.add_argument("--prometheus-selector", default="",
+                        help='PromQL label matchers for Triton\'s series, e.g. namespace="tpa"')
+    cluster = parser.add_argument_group("cluster mode (a sidecar in a Triton pod on Kubernetes)")
+    cluster.add_argument("--cluster", action="store_true",
+                         help="elect a leader, publish its plan, scale the Deployment; every "
+                              "sidecar applies the published plan to its own Triton")
+    cluster.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                         help="namespace (default: $POD_NAMESPACE or %(default)s)")
+    cluster.add_argument("--deployment", help="the Triton Deployment to scale (default: the pipeline "
+                                              "name with - for _)")
+    cluster.add_argument("--lease-name", help="the Lease (default: <deployment>-leader)")
+    cluster.add_argument("--identity", default=os.environ.get("POD_NAME"),
+                         help="this candidate's name in the Lease (default: $POD_NAME)")
+    cluster.add_argument("--lease-duration", type=int, default=15,
+                         help="seconds without renewal before another sidecar takes over "
+                              "(default: %(default)s)")
+    cluster.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster config in a pod, "
+                                              "else $KUBECONFIG or ~/.kube/config)")
+    cluster.add_argument("--repository-key-header", default="tpa-repository-key",
+                         help="the H of Triton's --grpc-restricted-protocol=model-repository:H=KEY; "
+                              "KEY comes from $TPA_REPOSITORY_KEY (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +77,8 @@ def load_pipeline(args: argparse.Namespace):
 
 def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
                   interval_s: float = 10.0, predictor: str = "max-window", mode: str = "single",
-                  solver: str = "exact", on_tick=None, model_repository: Path = paths.MODEL_REPOSITORY):
+                  solver: str = "exact", on_tick=None, model_repository: Path = paths.MODEL_REPOSITORY,
+                  prometheus_selector: str = "", actuator=None):
     from adapter.core.policy import PolicyConfig
     from adapter.core.predictor import make_predictor
     from adapter.monitor import PrometheusSource, TritonMetricsSource
@@ -61,10 +86,10 @@ def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
     from adapter.serving.repository import ModelRepository
     from adapter.sidecar import LoopSettings, Sidecar
 
-    source = (PrometheusSource(prometheus) if prometheus
+    source = (PrometheusSource(prometheus, selector=prometheus_selector) if prometheus
               else TritonMetricsSource(endpoints.metrics_url))
-    actuator = TritonActuator(ModelRepository(endpoints), spec.ensemble, list(spec.models),
-                              model_repository)
+    actuator = actuator or TritonActuator(ModelRepository(endpoints), spec.ensemble,
+                                          list(spec.models), model_repository)
     return Sidecar(spec, profiles, source, actuator, make_predictor(predictor),
                    config=PolicyConfig(mode=Mode(mode), solver=solver),
                    settings=LoopSettings(interval_s=interval_s), on_tick=on_tick)
@@ -74,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from adapter.serving.launcher import Endpoints, LocalTriton
 
     spec, profiles = load_pipeline(args)
+    if args.cluster:
+        from adapter.cluster.main import run_cluster
+
+        return run_cluster(args, spec, profiles)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.ExitStack() as stack:
@@ -84,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
                 LocalTriton(log_path=paths.RUNS / "run" / "triton.log")).endpoints
         sidecar = build_sidecar(spec, profiles, endpoints, prometheus=args.prometheus,
                                 interval_s=args.interval, predictor=args.predictor,
-                                mode=args.mode, solver=args.solver)
+                                mode=args.mode, solver=args.solver,
+                                prometheus_selector=args.prometheus_selector)
         if args.metrics_port:
-            sidecar.metrics.serve(args.metrics_port)
+            sidecar.metrics.serve(args.metrics_port, host=args.metrics_address or "127.0.0.1")
             log.info("adapter metrics on http://127.0.0.1:%d/metrics", args.metrics_port)
         log.info("adapter running for %s (Triton gRPC %s); Ctrl-C stops it", spec.name, endpoints.grpc)
         try:

@@ -1,0 +1,256 @@
+"""Variant profiles: measurements, the fitted latency model, and JSON load/save.
+
+The profiler (an edge, it does the measuring) produces `Measurement`s; `fit()` turns one
+model's measurements into a `VariantProfile`; `Profiles` bundles them with provenance.
+
+Latency model: the p99 service latency of one batch, l(b), as a polynomial in the batch size.
+IPA uses degree 2; we fit degree 1 and degree 2 (weighted by 1/latency, i.e. relative error)
+and keep the one with the lower leave-one-out relative error, rejecting a quadratic that is not
+positive and non-decreasing over the measured range. The chosen fit's in-sample RMSE and
+maximum relative error are reported. The model is only trusted inside the measured batch range.
+
+Instance scaling: n instances of a CPU model rarely give n times the throughput. If the
+measurements hold several instance counts for a batch size, the efficiency e of each extra
+instance is fitted from throughput ratios, thr(n) = thr(1) * (1 + (n - 1) * e), e in [0.05, 1];
+otherwise scaling is assumed linear (e = 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from adapter.errors import ConfigError
+
+FORMAT = "tpa-profiles/1"
+_MEASUREMENT_FIELDS = ("batch_size", "instances", "p50_ms", "p99_ms", "throughput_rps", "requests")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    """One measured operating point of one model (at a fixed batch size and instance count)."""
+
+    model: str
+    batch_size: int
+    instances: int
+    p50_ms: float  # latency of one batch request, as the client sees it
+    p99_ms: float
+    throughput_rps: float  # requests (not batches) per second at saturation
+    requests: int  # how many requests the percentiles come from (0: synthetic)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatencyFit:
+    """p99_ms(b) = c0 + c1*b + c2*b^2 over 1 <= b <= max_batch_size."""
+
+    kind: str  # "poly0" | "poly1" | "poly2"
+    coefficients: tuple[float, float, float]  # c0, c1, c2
+    rmse_ms: float
+    max_rel_error: float
+    max_batch_size: int
+
+    def p99_ms(self, batch: Any) -> Any:
+        c0, c1, c2 = self.coefficients
+        b = np.asarray(batch, dtype=float)
+        out = c0 + c1 * b + c2 * b * b
+        return float(out) if out.ndim == 0 else out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VariantProfile:
+    model: str
+    measurements: tuple[Measurement, ...]
+    latency: LatencyFit
+    instance_efficiency: float = 1.0  # throughput gain of each extra instance, relative to the first
+    efficiency_measured: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profiles:
+    variants: Mapping[str, VariantProfile]
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # host_cores, triton_version, date, command
+    source: str = "<profiles>"
+
+    def __getitem__(self, model: str) -> VariantProfile:
+        return self.variants[model]
+
+    def __contains__(self, model: object) -> bool:
+        return model in self.variants
+
+
+def _polyfit(b: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+    """Least squares on relative error; returns (c0, c1, c2)."""
+    coef = np.polyfit(b, y, degree, w=1.0 / y)[::-1]
+    return np.pad(coef, (0, 3 - len(coef)))
+
+
+def _acceptable(coef: np.ndarray, max_b: float) -> bool:
+    grid = np.linspace(1.0, max_b, 64)
+    vals = coef[0] + coef[1] * grid + coef[2] * grid * grid
+    return bool(np.all(vals > 0) and np.all(np.diff(vals) >= -1e-12))
+
+
+def _loo_error(b: np.ndarray, y: np.ndarray, degree: int) -> float:
+    errs = []
+    for i in range(len(b)):
+        keep = np.arange(len(b)) != i
+        coef = _polyfit(b[keep], y[keep], degree)
+        pred = coef[0] + coef[1] * b[i] + coef[2] * b[i] ** 2
+        errs.append(abs(pred - y[i]) / y[i])
+    return float(np.max(errs))
+
+
+def fit_latency(batches: Any, p99_ms: Any) -> LatencyFit:
+    """Fit p99 service latency against batch size (several points per batch size are fine)."""
+    b = np.asarray(batches, dtype=float)
+    y = np.asarray(p99_ms, dtype=float)
+    distinct = len(np.unique(b))
+    max_b = float(b.max())
+    candidates = [0] if distinct == 1 else [1]
+    if distinct >= 4:
+        candidates.append(2)
+    best, best_err = None, math.inf
+    for degree in candidates:
+        coef = _polyfit(b, y, degree) if degree else np.array([float(np.max(y)), 0.0, 0.0])
+        if degree and not _acceptable(coef, max_b):
+            continue
+        err = _loo_error(b, y, degree) if distinct >= 4 else 0.0
+        if best is None or err < best_err - 1e-12:
+            best, best_err = (degree, coef), err
+    if best is None:  # a linear fit that decreases: fall back to a monotone flat-at-max line
+        best = (1, np.array([float(np.max(y)), 0.0, 0.0]))
+    degree, coef = best
+    pred = coef[0] + coef[1] * b + coef[2] * b * b
+    return LatencyFit(
+        kind=f"poly{degree}",
+        coefficients=tuple(float(c) for c in coef),
+        rmse_ms=float(np.sqrt(np.mean((pred - y) ** 2))),
+        max_rel_error=float(np.max(np.abs(pred - y) / y)),
+        max_batch_size=int(max_b),
+    )
+
+
+def _efficiency(measurements: list[Measurement]) -> tuple[float, bool]:
+    ratios = []
+    for m in measurements:
+        if m.instances <= 1:
+            continue
+        base = [x.throughput_rps for x in measurements if x.instances == 1 and x.batch_size == m.batch_size]
+        if base and base[0] > 0:
+            ratios.append((m.throughput_rps / base[0] - 1.0) / (m.instances - 1))
+    if not ratios:
+        return 1.0, False
+    return float(min(1.0, max(0.05, float(np.mean(ratios))))), True
+
+
+def fit(measurements: list[Measurement] | tuple[Measurement, ...]) -> VariantProfile:
+    """Fit one model's measurements (all of the same model) into a VariantProfile."""
+    ms = list(measurements)
+    if not ms:
+        raise ConfigError("fit: expected at least one measurement, got none")
+    models = {m.model for m in ms}
+    if len(models) != 1:
+        raise ConfigError(f"fit: expected measurements of one model, got {sorted(models)}")
+    low = min(m.instances for m in ms)
+    single = [m for m in ms if m.instances == low]
+    latency = fit_latency([m.batch_size for m in single], [m.p99_ms for m in single])
+    eff, measured = _efficiency(ms)
+    return VariantProfile(
+        model=ms[0].model, measurements=tuple(sorted(ms, key=lambda m: (m.instances, m.batch_size))),
+        latency=latency, instance_efficiency=eff, efficiency_measured=measured,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+def save_profiles(profiles: Profiles, path: str | Path) -> None:
+    """Write profiles as JSON. The fit is saved for people to read; loading re-fits it."""
+    doc = {
+        "format": FORMAT,
+        "provenance": dict(profiles.provenance),
+        "models": {
+            name: {
+                "measurements": [{k: getattr(m, k) for k in _MEASUREMENT_FIELDS} for m in vp.measurements],
+                "fit": {**asdict(vp.latency), "instance_efficiency": vp.instance_efficiency,
+                        "efficiency_measured": vp.efficiency_measured},
+            }
+            for name, vp in sorted(profiles.variants.items())
+        },
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _number(problems: list[str], entry: dict, key: str, where: str, *, integer: bool, low: float) -> Any:
+    value = entry.get(key)
+    kind = "an integer" if integer else "a number"
+    ok = (isinstance(value, int) if integer else isinstance(value, (int, float))) and not isinstance(value, bool)
+    if not ok or (not integer and not math.isfinite(value)) or value < low:
+        problems.append(f"`{where}.{key}`: expected {kind} >= {low:g}, got {value!r}")
+        return None
+    return value
+
+
+def load_profiles(path: str | Path) -> Profiles:
+    """Read a profiles JSON file; a malformed file raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read profiles: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: `<top>`: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("format") != FORMAT:
+        problems.append(f"`format`: expected {FORMAT!r}, got {doc.get('format')!r}")
+    provenance = doc.get("provenance", {})
+    if not isinstance(provenance, dict):
+        problems.append(f"`provenance`: expected an object, got {provenance!r}")
+        provenance = {}
+    models = doc.get("models")
+    if not isinstance(models, dict) or not models:
+        problems.append(f"`models`: expected a non-empty object of model name -> profile, got {models!r}")
+        models = {}
+    variants = {}
+    for name, entry in models.items():
+        raw = entry.get("measurements") if isinstance(entry, dict) else None
+        if not isinstance(raw, list) or not raw:
+            problems.append(f"`models.{name}.measurements`: expected a non-empty list, got {raw!r}")
+            continue
+        ms = []
+        for i, m in enumerate(raw):
+            where = f"models.{name}.measurements[{i}]"
+            if not isinstance(m, dict):
+                problems.append(f"`{where}`: expected an object, got {m!r}")
+                continue
+            for key in m:
+                if key not in _MEASUREMENT_FIELDS:
+                    problems.append(f"`{where}.{key}`: unknown key; expected one of {list(_MEASUREMENT_FIELDS)}")
+            vals = {
+                "batch_size": _number(problems, m, "batch_size", where, integer=True, low=1),
+                "instances": _number(problems, m, "instances", where, integer=True, low=1),
+                "p50_ms": _number(problems, m, "p50_ms", where, integer=False, low=1e-9),
+                "p99_ms": _number(problems, m, "p99_ms", where, integer=False, low=1e-9),
+                "throughput_rps": _number(problems, m, "throughput_rps", where, integer=False, low=0),
+                "requests": _number(problems, m, "requests", where, integer=True, low=0),
+            }
+            if None in vals.values():
+                continue
+            if vals["p99_ms"] < vals["p50_ms"]:
+                problems.append(f"`{where}.p99_ms`: expected >= p50_ms ({vals['p50_ms']!r}), got {vals['p99_ms']!r}")
+                continue
+            ms.append(Measurement(model=str(name), **vals))
+        if ms:
+            variants[str(name)] = fit(ms)
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+    return Profiles(variants=variants, provenance=provenance, source=str(path))

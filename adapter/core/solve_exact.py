@@ -1,0 +1,245 @@
+"""Exact fast path: dominance pruning + depth-first branch and bound with a DP bound.
+
+1. The planner has already dropped dominated rows (`problem.presolve`).
+2. Split mode: a stage's *options* are combinations of rows of distinct variants whose shares
+   sum to K, built variant by variant with Pareto pruning on (shares used, latency = max,
+   resources, instances, lin, accuracy). Single mode: options are the rows.
+3. Across stages, depth-first search picks one option per stage, best bound first. A node is
+   cut when the latency or resources left cannot fit the cheapest completion, or when an upper
+   bound on the best completion is not better than the incumbent. The bound on the remaining
+   stages' `lin` is a dynamic programme over a grid of the latency budget in which each
+   option's latency is rounded *down* to the grid (a relaxation, so the bound is admissible:
+   floor(a) + floor(b) <= floor(a + b)); for combine=product the accuracy part is bounded by
+   alpha * (product so far) * (product of each remaining stage's best accuracy).
+   Leaves are exact, so the answer is the exact optimum of `problem.objective`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapter.core.latency import LATENCY_TOL_MS
+from adapter.core.problem import RES_TOL, Problem, Rows, Selection
+
+GRID_CELLS = 256
+
+
+@dataclass(frozen=True, eq=False)
+class _Options:
+    lat: np.ndarray
+    res: np.ndarray  # (m, 3)
+    lin: np.ndarray
+    acc: np.ndarray
+    members: list  # per option: tuple of row indices (or None: option i is row keep[i])
+    keep: np.ndarray  # row index for single-row options
+
+
+def _pareto(lat, res, lin, acc, extra) -> np.ndarray:
+    """Mask of labels not dominated (O(m^2), used for the small split-mode label sets)."""
+    m = len(lat)
+    keep = np.ones(m, dtype=bool)
+    cols_le = np.column_stack([lat, res, extra])  # smaller is better
+    cols_ge = np.column_stack([lin, acc])  # larger is better
+    for i in range(m):
+        if not keep[i]:
+            continue
+        dom = np.all(cols_le <= cols_le[i], axis=1) & np.all(cols_ge >= cols_ge[i], axis=1)
+        strict = np.any(cols_le < cols_le[i], axis=1) | np.any(cols_ge > cols_ge[i], axis=1)
+        dom &= strict | (np.arange(m) < i)  # identical labels: keep the first
+        dom[i] = False
+        if np.any(dom & keep):
+            keep[i] = False
+    return keep
+
+
+def _single_options(problem: Problem, rows: Rows) -> _Options:
+    keep = np.arange(len(rows))
+    return _Options(rows.latency_ms, rows.res, rows.lin, rows.acc, None, keep)
+
+
+def _split_options(problem: Problem, rows: Rows) -> _Options:
+    K, N = problem.steps, problem.max_instances
+    keep = np.arange(len(rows))
+    # labels: used shares, latency, res(3), instances, lin, acc, members
+    k = np.zeros(1, dtype=int)
+    lat, res, inst = np.zeros(1), np.zeros((1, 3)), np.zeros(1)
+    lin, acc = np.zeros(1), np.zeros(1)
+    members: list[tuple[int, ...]] = [()]
+    for v in np.unique(rows.variant[keep]):
+        rv = keep[rows.variant[keep] == v]
+        # every old label, plus every old label extended by one row of variant v
+        a, b = np.meshgrid(np.arange(len(lin)), rv, indexing="ij")
+        a, b = a.ravel(), b.ravel()
+        ok = (k[a] + rows.share[b] <= K) & (inst[a] + rows.instances[b] <= N)
+        a, b = a[ok], b[ok]
+        k = np.concatenate([k, k[a] + rows.share[b]])
+        lat = np.concatenate([lat, np.maximum(lat[a], rows.latency_ms[b])])
+        res = np.concatenate([res, res[a] + rows.res[b]])
+        inst = np.concatenate([inst, inst[a] + rows.instances[b]])
+        lin = np.concatenate([lin, lin[a] + rows.lin[b]])
+        acc = np.concatenate([acc, acc[a] + rows.acc[b]])
+        members = members + [members[i] + (int(j),) for i, j in zip(a, b)]
+        mask = np.ones(len(k), dtype=bool)
+        for kk in np.unique(k):
+            sel = np.flatnonzero(k == kk)
+            mask[sel] = _pareto(lat[sel], res[sel], lin[sel], acc[sel], inst[sel])
+        idx = np.flatnonzero(mask)
+        k, lat, res, inst, lin, acc = k[idx], lat[idx], res[idx], inst[idx], lin[idx], acc[idx]
+        members = [members[i] for i in idx]
+    full = np.flatnonzero(k == K)
+    return _Options(lat[full], res[full], lin[full], acc[full], [members[i] for i in full], np.arange(0))
+
+
+def _bound_tables(problem: Problem, opts: list[_Options]) -> tuple[list[np.ndarray], list[np.ndarray], float, int]:
+    """Upper-bound tables over a grid of the latency budget (in cells, latencies rounded down).
+
+    g[s][c] bounds F_s(c, 0) and h[s][c] bounds F_s(c, 1), where F_s(c, p) is the best
+    sum(lin) + alpha * p * prod(acc) over stages s.. within c cells. F_s(c, .) is a maximum of
+    lines in p, hence convex, so F_s(c, p) <= (1 - p) g + p h for p in [0, 1]; that chord
+    is also how h is built from the next stage: choosing option o multiplies p by its accuracy.
+    Without combine=product, h == g.
+    """
+    S = len(opts)
+    cells = 0 if math.isinf(problem.sla_ms) else GRID_CELLS
+    cell = math.inf if cells == 0 else problem.sla_ms / cells
+    alpha = problem.alpha if problem.product else 0.0
+    g = [None] * S + [np.zeros(cells + 1)]
+    h = [None] * S + [np.full(cells + 1, alpha)]
+    c = np.arange(cells + 1)
+    for s in range(S - 1, -1, -1):
+        o = opts[s]
+        d = np.zeros(len(o.lin), dtype=int) if cells == 0 else np.clip(
+            np.floor(o.lat / cell - 1e-9).astype(int), 0, cells)
+        shift = c[:, None] - d[None, :]
+        at = np.clip(shift, 0, None)
+        valid = (shift >= 0) & np.isfinite(g[s + 1][at])
+        gv = np.where(valid, o.lin[None, :] + g[s + 1][at], -np.inf)
+        g[s] = gv.max(axis=1)
+        if alpha:
+            a = np.clip(o.acc, 0.0, 1.0)[None, :]
+            hv = np.where(valid, o.lin[None, :] + (1 - a) * np.where(valid, g[s + 1][at], 0)
+                          + a * np.where(valid, h[s + 1][at], 0), -np.inf)
+            h[s] = hv.max(axis=1)
+        else:
+            h[s] = g[s]
+    return g, h, cell, cells
+
+
+class _Tail:
+    """Exact best last-stage choice for any latency budget (no finite resource limit): per
+    accuracy level (one level unless combine=product), options sorted by latency with a running
+    maximum of `lin`. Used at the second-to-last stage instead of one more level of search."""
+
+    def __init__(self, o: _Options, product: bool) -> None:
+        keys = o.acc if product else np.zeros(len(o.lin))
+        self.levels, self.lat, self.best, self.arg = [], [], [], []
+        for a in np.unique(keys):
+            idx = np.flatnonzero(keys == a)
+            idx = idx[np.argsort(o.lat[idx], kind="stable")]
+            lin = o.lin[idx]
+            run = np.maximum.accumulate(lin)
+            pos = np.maximum.accumulate(np.where(lin >= run, np.arange(len(idx)), 0))
+            self.levels.append(float(a))
+            self.lat.append(o.lat[idx])
+            self.best.append(run)
+            self.arg.append(idx[pos])
+
+    def complete(self, budget: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each budget: max over last-stage options within it of lin + weight * acc, and which."""
+        value = np.full(len(budget), -np.inf)
+        which = np.zeros(len(budget), dtype=int)
+        for a, lat, best, arg in zip(self.levels, self.lat, self.best, self.arg):
+            j = np.searchsorted(lat, budget + LATENCY_TOL_MS, side="right") - 1
+            v = np.where(j >= 0, best[np.maximum(j, 0)] + weight * a, -np.inf)
+            better = v > value
+            value = np.where(better, v, value)
+            which = np.where(better, arg[np.maximum(j, 0)], which)
+        return value, which
+
+
+def _search(problem: Problem, opts: list[_Options], incumbent: float) -> tuple[float, list[int] | None]:
+    S = len(opts)
+    sla = problem.sla_ms
+    limit = problem.res_limit
+    check_res = bool(np.any(np.isfinite(limit)))
+    suf_lat = np.zeros(S + 1)
+    suf_res = np.zeros((S + 1, 3))
+    for s in range(S - 1, -1, -1):
+        suf_lat[s] = suf_lat[s + 1] + opts[s].lat.min()
+        suf_res[s] = suf_res[s + 1] + opts[s].res.min(axis=0)
+    if suf_lat[0] > sla + LATENCY_TOL_MS or np.any(suf_res[0] > limit + RES_TOL):
+        return -math.inf, None
+    g, h, cell, cells = _bound_tables(problem, opts)
+    alpha = problem.alpha if problem.product else 0.0
+    best = [incumbent, None]
+    picks = [0] * S
+    tail = _Tail(opts[-1], problem.product) if S >= 2 and not check_res else None
+
+    def visit(s: int, lat: float, res: np.ndarray, lin: float, prod: float) -> None:
+        o = opts[s]
+        rem = sla - lat - o.lat
+        ok = rem - suf_lat[s + 1] >= -LATENCY_TOL_MS
+        if check_res:
+            ok &= np.all(res + o.res + suf_res[s + 1] <= limit + RES_TOL, axis=1)
+        if s == S - 1:
+            val = np.where(ok, lin + o.lin + alpha * prod * o.acc, -np.inf)
+            i = int(np.argmax(val))
+            if val[i] > best[0]:
+                picks[s] = i
+                best[0], best[1] = float(val[i]), list(picks)
+            return
+        if cells == 0:
+            at = np.zeros(len(rem), dtype=int)
+        else:
+            at = np.floor((np.maximum(rem, 0.0) + LATENCY_TOL_MS) / cell + 1e-9)
+            at = np.clip(at.astype(int), 0, cells)
+        if alpha:
+            p = prod * o.acc
+            gn, hn = g[s + 1][at], h[s + 1][at]
+            ub = np.where(np.isfinite(gn), lin + o.lin + (1 - p) * np.where(np.isfinite(gn), gn, 0)
+                          + p * np.where(np.isfinite(hn), hn, 0), -np.inf)
+        else:
+            ub = lin + o.lin + g[s + 1][at]
+        cand = np.flatnonzero(ok & (ub > best[0]))
+        if s == S - 2 and tail is not None:
+            if len(cand):
+                done, last = tail.complete(rem[cand], alpha * prod * o.acc[cand])
+                val = lin + o.lin[cand] + done
+                i = int(np.argmax(val))
+                if val[i] > best[0]:
+                    picks[s], picks[s + 1] = int(cand[i]), int(last[i])
+                    best[0], best[1] = float(val[i]), list(picks)
+            return
+        for i in cand[np.argsort(-ub[cand], kind="stable")]:
+            if ub[i] <= best[0]:
+                break
+            picks[s] = int(i)
+            visit(s + 1, lat + o.lat[i], res + o.res[i], lin + o.lin[i], prod * o.acc[i])
+
+    visit(0, 0.0, np.zeros(3), 0.0, 1.0)
+    return best[0], best[1]
+
+
+def solve(problem: Problem) -> Selection | None:
+    """The exact optimum of `problem` (None if no selection satisfies the constraints)."""
+    best_val, best_sel = -math.inf, None
+    for ci, case in enumerate(problem.cases):
+        if any(len(r) == 0 for r in case.stages):
+            continue
+        make = _split_options if problem.split else _single_options
+        opts = [make(problem, rows) for rows in case.stages]
+        if any(len(o.lin) == 0 for o in opts):
+            continue
+        val, picks = _search(problem, opts, best_val - case.const)
+        if picks is None:
+            continue
+        val += case.const
+        if val > best_val:
+            chosen = tuple(
+                o.members[i] if o.members is not None else (int(o.keep[i]),) for o, i in zip(opts, picks)
+            )
+            best_val, best_sel = val, Selection(case=ci, picks=chosen)
+    return best_sel
