@@ -221,8 +221,16 @@ class TritonActuator:
             except ServerError as exc:  # keep undoing the rest; report what could not be
                 log.error("rollback step %s %s failed: %s", kind, arg, exc)
 
-    def reconcile(self, plan: Plan) -> list[str]:
-        """Observe, diff, apply. Returns what was done ([] when the server already matches)."""
-        observed = self.observe()
-        desired = desired_state(plan, self.ensemble, self.ensemble_max_batch())
-        return self.apply(diff(desired, observed, self.variants), observed)
+    def reconcile(self, plan: Plan, passes: int = 2) -> list[str]:
+        """Observe, diff, apply; then check, since Triton may reload an ensemble's members from
+        disk when the ensemble is loaded. Returns what was done ([] when nothing differed)."""
+        desired = None
+        done: list[str] = []
+        for _ in range(passes):
+            observed = self.observe()
+            desired = desired or desired_state(plan, self.ensemble, self.ensemble_max_batch())
+            actions = diff(desired, observed, self.variants)
+            if not actions:
+                break
+            done += self.apply(actions, observed)
+        return done

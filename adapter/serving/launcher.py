@@ -3,6 +3,7 @@ with the python backend, on loopback ports, in explicit model-control mode."""
 
 from __future__ import annotations
 
+import compileall
 import importlib.util
 import logging
 import os
@@ -163,8 +164,19 @@ class LocalTriton:
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
+    def precompile_models(self) -> None:
+        """Write each model.py's bytecode before Triton loads it. Otherwise the python-backend
+        stub writes __pycache__ into the version folder on first load; the folder's mtime
+        changes, Triton takes the model for modified, and the next load of an ensemble using
+        it reloads it from disk, dropping the adapter's config override. (The stub ignores
+        PYTHONDONTWRITEBYTECODE.)"""
+        for repository in self.repositories:
+            for model_py in sorted(Path(repository).glob("*/[0-9]*/model.py")):
+                compileall.compile_file(str(model_py), quiet=2)
+
     def start(self, timeout_s: float = 180.0) -> "LocalTriton":
         install = TritonInstall.find()
+        self.precompile_models()
         e = self.endpoints
         for port, role in ((e.http_port, "HTTP"), (e.grpc_port, "gRPC"), (e.metrics_port, "metrics")):
             _check_port_free(port, role)

@@ -56,34 +56,39 @@ class ModelRepository:
         self.headers = headers  # the repository-API key, when the server restricts the API
         self.client = grpcclient.InferenceServerClient(self.url)
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, method: str, *args, **kwargs):
         try:
-            return fn(*args, headers=self.headers, **kwargs)
+            return getattr(self.client, method)(*args, headers=self.headers, **kwargs)
         except InferenceServerException as exc:
+            if "UNAVAILABLE" in str(exc.status()):
+                # A gRPC channel that failed to connect waits out a growing reconnect backoff;
+                # a fresh channel lets the next call reach a restarted server at once.
+                self.client.close()
+                self.client = grpcclient.InferenceServerClient(self.url)
             # Triton appends the python traceback; its first line says what went wrong.
             reason = (exc.message() or str(exc)).strip().splitlines()[0]
             raise ServerError(f"Triton at {self.url}: {what} failed: {reason}") from None
 
     def config(self, model: str) -> dict[str, Any]:
-        return self._call(f"get config of {model}", self.client.get_model_config, model,
+        return self._call(f"get config of {model}", "get_model_config", model,
                           as_json=True)["config"]
 
     def load(self, model: str, config: dict[str, Any] | None = None) -> None:
         """Load (or reload in place) a model, optionally with a config override."""
-        self._call(f"load {model}", self.client.load_model, model,
+        self._call(f"load {model}", "load_model", model,
                    config=json.dumps(config) if config is not None else None)
 
     def unload(self, model: str) -> None:
-        self._call(f"unload {model}", self.client.unload_model, model)
+        self._call(f"unload {model}", "unload_model", model)
 
     def states(self) -> dict[str, str]:
         """Model name -> state (READY, UNAVAILABLE, ...) for every model in the repository."""
-        index = self._call("read the repository index", self.client.get_model_repository_index,
+        index = self._call("read the repository index", "get_model_repository_index",
                            as_json=True)
         return {m["name"]: m.get("state", "") for m in index.get("models", [])}
 
     def server_version(self) -> str:
-        return self._call("read server metadata", self.client.get_server_metadata,
+        return self._call("read server metadata", "get_server_metadata",
                           as_json=True)["version"]
 
     def close(self) -> None:

@@ -25,6 +25,9 @@ COPY model_repository/ /opt/tpa/model_repository/
 COPY ensembles/ /opt/tpa/ensembles/
 RUN test -n "$(find /opt/tpa/model_repository -path '*/weights/*' -type f | head -1)" \
     || { echo "no weights under model_repository/: run 'make models' before building"; exit 1; }
+# Bytecode now, not at first load: a stub writing __pycache__ into a version folder makes Triton
+# take the model for modified and reload it from disk, dropping the adapter's config override.
+RUN python3 -m compileall -q /opt/tpa/model_repository /opt/tpa/adapter
 
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/opt/tpa/model_repository", \
