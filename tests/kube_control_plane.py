@@ -12,7 +12,6 @@ recipe; they do not build it themselves (a cold build takes ~5 min on 2 cores).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import ssl
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapter import paths
+from adapter.models.fetch import sha256_of
 from adapter.serving.launcher import LOOPBACK, free_port
 
 VERSION = "v1.20.2"
@@ -44,14 +44,6 @@ class ControlPlaneUnavailable(RuntimeError):
     """The binaries are not here and cannot be had: the caller skips, quoting this reason."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def binaries(tarball: Path = TARBALL, cache_dir: Path = CACHE_DIR) -> dict[str, Path]:
     """name -> path of etcd, kube-apiserver, kube-controller-manager; extracts once."""
     if not ETCD.exists():
@@ -64,7 +56,7 @@ def binaries(tarball: Path = TARBALL, cache_dir: Path = CACHE_DIR) -> dict[str, 
     if not tarball.exists():
         raise ControlPlaneUnavailable(f"{tarball} is missing; {BUILD_RECIPE}")
     expected = (tarball.parent / (tarball.name + ".sha256")).read_text().split()[0]
-    actual = _sha256(tarball)
+    actual = sha256_of(tarball)
     if actual != expected:
         raise ControlPlaneUnavailable(f"{tarball}: sha256 {actual} != {expected} (.sha256 file)")
     if shutil.which("zstd") is None:
