@@ -14,8 +14,9 @@ from adapter.models.scoring import load_langid_eval
 from adapter.serving.client import TextClient, decode_strings
 from adapter.serving.launcher import LocalTriton
 
-# Requests per second, per phase: (seconds, rps). Low, a burst, high, back to low.
-RAMP = [(30, 4), (30, 30), (30, 60), (40, 6)]
+# Requests per second, per phase: (seconds, rps). Low, a burst, high, then low for longer
+# than the 60 s scale-down stabilisation window, so the scale-down shows too.
+RAMP = [(30, 4), (30, 30), (30, 60), (80, 6)]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
