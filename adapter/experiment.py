@@ -211,7 +211,7 @@ def plot(path: Path, rows: list[dict], summary: dict, stages: list[str]) -> Path
 
 def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy: str, out: Path,
                    time_scale: float = 1.0, interval_s: float = 10.0, trace_file: Path | None = None,
-                   protocol: str = "http") -> dict:
+                   protocol: str = "http", on_tick=None) -> dict:
     from adapter.commands.run import build_sidecar
     from adapter.core.planner import plan_pipeline
     from adapter.serving.launcher import LocalTriton
@@ -230,6 +230,8 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
         decisions.append({"t": time.time(), "reason": tick.decision.reason.value,
                           "message": tick.decision.message, "actions": list(tick.actions),
                           "error": tick.error})
+        if on_tick is not None:
+            on_tick(tick)
 
     stop = threading.Event()
     with LocalTriton(log_path=out / "triton.log") as triton:

@@ -3,8 +3,8 @@
 Arrivals follow the schedule whatever the server does (a dispatcher hands each request to a
 worker pool at its scheduled time), and latency is measured from the scheduled time, so a slow
 server cannot hide its slowness by slowing the arrivals down (no coordinated omission).
-The Locust users in loadtest/ are the tool for real load tests; this is the small in-process
-equivalent the demo and the tests run in a child process.
+The Locust users in loadtest/ are the tool for real load tests and experiments; this is the
+small equivalent the integration tests run in a child process, without Locust's gevent.
 """
 
 from __future__ import annotations
