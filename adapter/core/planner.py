@@ -24,11 +24,11 @@ from adapter.errors import ConfigError
 SOLVER_NAMES = ("exact", "cbc", "highs")
 
 
-def _solver(name: str) -> Callable[[P.Problem], P.Selection | None]:
+def _solver(name: str, time_limit_s: float | None = None) -> Callable[[P.Problem], P.Selection | None]:
     if name == "exact":
         return solve_exact.solve
     if name in solve_ilp.SOLVERS:
-        return lambda problem: solve_ilp.solve(problem, name)
+        return lambda problem: solve_ilp.solve(problem, name, time_limit_s)
     raise ConfigError(f"solver: expected one of {', '.join(SOLVER_NAMES)}, got {name!r}")
 
 
@@ -48,10 +48,14 @@ def check_profiles(spec: PipelineSpec, profiles: Profiles) -> None:
 
 
 def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode | str = Mode.SINGLE,
-                  current: Plan | None = None, solver: str = "exact", headroom: float | None = None) -> Plan:
-    """Choose per stage variant(s), batch size, queue delay, instances (and pods) for `rps`."""
+                  current: Plan | None = None, solver: str = "exact", headroom: float | None = None,
+                  ilp_time_limit_s: float | None = None) -> Plan:
+    """Choose per stage variant(s), batch size, queue delay, instances (and pods) for `rps`.
+
+    `ilp_time_limit_s` bounds the CBC/HiGHS run; hitting it raises solve_ilp.IlpTimeout.
+    """
     mode = Mode(mode)
-    solve = _solver(solver)
+    solve = _solver(solver, ilp_time_limit_s)
     if not (isinstance(rps, (int, float)) and math.isfinite(rps) and rps >= 0):
         raise ConfigError(f"rps: expected a finite number >= 0, got {rps!r}")
     headroom = spec.headroom if headroom is None else headroom

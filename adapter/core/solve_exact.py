@@ -9,8 +9,9 @@
    bound on the best completion is not better than the incumbent. The bound on the remaining
    stages' `lin` is a dynamic programme over a grid of the latency budget in which each
    option's latency is rounded *down* to the grid (a relaxation, so the bound is admissible:
-   floor(a) + floor(b) <= floor(a + b)); for combine=product the accuracy part is bounded by
-   alpha * (product so far) * (product of each remaining stage's best accuracy).
+   floor(a) + floor(b) <= floor(a + b)); for combine=product the accuracy part is bounded on
+   a grid of the running accuracy product p (the best completion is convex in p; see
+   _bound_tables). Last stage: an exact lookup (`_Tail`) when no resource limit is finite.
    Leaves are exact, so the answer is the exact optimum of `problem.objective`.
 """
 
@@ -24,7 +25,8 @@ import numpy as np
 from adapter.core.latency import LATENCY_TOL_MS
 from adapter.core.problem import RES_TOL, Problem, Rows, Selection
 
-GRID_CELLS = 256
+CELLS_PER_STAGE = 64  # latency-budget grid: rounding costs at most one cell per stage, SLA/64 in all
+PRODUCT_POINTS = 5  # grid of the running accuracy product for the combine=product bound
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,39 +95,57 @@ def _split_options(problem: Problem, rows: Rows) -> _Options:
     return _Options(lat[full], res[full], lin[full], acc[full], [members[i] for i in full], np.arange(0))
 
 
-def _bound_tables(problem: Problem, opts: list[_Options]) -> tuple[list[np.ndarray], list[np.ndarray], float, int]:
-    """Upper-bound tables over a grid of the latency budget (in cells, latencies rounded down).
+def _interp(table: np.ndarray, p: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation of table[:, at] (rows: a grid of p in [0, 1]) at p."""
+    J = table.shape[0]
+    if J == 1:
+        return table[0][at]
+    x = np.clip(p, 0.0, 1.0) * (J - 1)
+    i = np.minimum(np.floor(x).astype(int), J - 2)
+    f = x - i
+    lo, hi = table[i, at], table[i + 1, at]
+    ok = np.isfinite(lo)  # feasibility of a budget does not depend on p: lo, hi finite together
+    return np.where(ok, (1 - f) * np.where(ok, lo, 0.0) + f * np.where(ok, hi, 0.0), -np.inf)
 
-    g[s][c] bounds F_s(c, 0) and h[s][c] bounds F_s(c, 1), where F_s(c, p) is the best
-    sum(lin) + alpha * p * prod(acc) over stages s.. within c cells. F_s(c, .) is a maximum of
-    lines in p, hence convex, so F_s(c, p) <= (1 - p) g + p h for p in [0, 1]; that chord
-    is also how h is built from the next stage: choosing option o multiplies p by its accuracy.
-    Without combine=product, h == g.
+
+def _bound_tables(problem: Problem, opts: list[_Options]) -> tuple[list[np.ndarray], float, int]:
+    """Upper-bound tables T[s][j, c] over a grid of the latency budget (cells, latencies rounded down).
+
+    T[s][j, c] bounds F_s(c, p_j), the best sum(lin) + alpha * p_j * prod(acc) over stages s..
+    within c cells, for p_j on a grid of [0, 1] (one point, p = 0, without combine=product).
+    F_s(c, .) is a maximum of lines in p, hence convex, so between grid points it lies below the
+    chord: interpolating T is an upper bound for any p. Choosing option o at stage s multiplies p
+    by its accuracy, which is how T[s] is built from T[s + 1].
     """
     S = len(opts)
-    cells = 0 if math.isinf(problem.sla_ms) else GRID_CELLS
+    cells = 0 if math.isinf(problem.sla_ms) else CELLS_PER_STAGE * max(S, 4)
     cell = math.inf if cells == 0 else problem.sla_ms / cells
     alpha = problem.alpha if problem.product else 0.0
-    g = [None] * S + [np.zeros(cells + 1)]
-    h = [None] * S + [np.full(cells + 1, alpha)]
+    pgrid = np.linspace(0.0, 1.0, PRODUCT_POINTS) if alpha else np.zeros(1)
+    T = [None] * S + [np.repeat(alpha * pgrid[:, None], cells + 1, axis=1)]
     c = np.arange(cells + 1)
     for s in range(S - 1, -1, -1):
         o = opts[s]
         d = np.zeros(len(o.lin), dtype=int) if cells == 0 else np.clip(
             np.floor(o.lat / cell - 1e-9).astype(int), 0, cells)
-        shift = c[:, None] - d[None, :]
-        at = np.clip(shift, 0, None)
-        valid = (shift >= 0) & np.isfinite(g[s + 1][at])
-        gv = np.where(valid, o.lin[None, :] + g[s + 1][at], -np.inf)
-        g[s] = gv.max(axis=1)
-        if alpha:
-            a = np.clip(o.acc, 0.0, 1.0)[None, :]
-            hv = np.where(valid, o.lin[None, :] + (1 - a) * np.where(valid, g[s + 1][at], 0)
-                          + a * np.where(valid, h[s + 1][at], 0), -np.inf)
-            h[s] = hv.max(axis=1)
-        else:
-            h[s] = g[s]
-    return g, h, cell, cells
+        levels, lev = np.unique(o.acc if alpha else np.zeros(len(o.lin)), return_inverse=True)
+        env = np.full((len(levels), cells + 1), -np.inf)  # best lin per (accuracy level, cell)
+        np.maximum.at(env, (lev.ravel(), d), o.lin)
+        per_level = []
+        for a in range(len(levels)):
+            D = np.flatnonzero(np.isfinite(env[a]))
+            shift = c[:, None] - D[None, :]
+            per_level.append((D, np.clip(shift, 0, None), shift >= 0))
+        rows = []
+        for pj in pgrid:
+            best = np.full(cells + 1, -np.inf)
+            for a, (D, at, ok) in enumerate(per_level):
+                nxt = _interp(T[s + 1], np.full(cells + 1, pj * levels[a]), c)  # F_{s+1}(c', pj * a)
+                val = np.where(ok, env[a, D][None, :] + nxt[at], -np.inf)
+                best = np.maximum(best, val.max(axis=1))
+            rows.append(best)
+        T[s] = np.vstack(rows)
+    return T, cell, cells
 
 
 class _Tail:
@@ -172,7 +192,7 @@ def _search(problem: Problem, opts: list[_Options], incumbent: float) -> tuple[f
         suf_res[s] = suf_res[s + 1] + opts[s].res.min(axis=0)
     if suf_lat[0] > sla + LATENCY_TOL_MS or np.any(suf_res[0] > limit + RES_TOL):
         return -math.inf, None
-    g, h, cell, cells = _bound_tables(problem, opts)
+    T, cell, cells = _bound_tables(problem, opts)  # noqa: N806
     alpha = problem.alpha if problem.product else 0.0
     best = [incumbent, None]
     picks = [0] * S
@@ -196,13 +216,7 @@ def _search(problem: Problem, opts: list[_Options], incumbent: float) -> tuple[f
         else:
             at = np.floor((np.maximum(rem, 0.0) + LATENCY_TOL_MS) / cell + 1e-9)
             at = np.clip(at.astype(int), 0, cells)
-        if alpha:
-            p = prod * o.acc
-            gn, hn = g[s + 1][at], h[s + 1][at]
-            ub = np.where(np.isfinite(gn), lin + o.lin + (1 - p) * np.where(np.isfinite(gn), gn, 0)
-                          + p * np.where(np.isfinite(hn), hn, 0), -np.inf)
-        else:
-            ub = lin + o.lin + g[s + 1][at]
+        ub = lin + o.lin + _interp(T[s + 1], prod * o.acc, at)
         cand = np.flatnonzero(ok & (ub > best[0]))
         if s == S - 2 and tail is not None:
             if len(cand):

@@ -33,21 +33,28 @@ import pulp
 
 from adapter.core.latency import LATENCY_TOL_MS
 from adapter.core.problem import Problem, Selection, violations
+from adapter.errors import AdapterError
 
 SOLVERS = ("cbc", "highs")
 
 
-def _backend(name: str):
+class IlpTimeout(AdapterError):
+    """The integer program hit its time limit before proving optimality."""
+
+
+def _backend(name: str, time_limit_s: float | None):
     if name == "cbc":
-        # CBC only looks for solutions better by its cutoff increment (1e-4 by default): too coarse
-        # for the tiny fixed-mode cost tie-breaker, so ask for every improvement.
-        return pulp.PULP_CBC_CMD(msg=False, gapRel=1e-9, gapAbs=1e-9, options=["increment 1e-10"])
+        # CBC only looks for solutions better by its cutoff increment (1e-4 by default), which
+        # skips small improvements; ask for every one.
+        return pulp.PULP_CBC_CMD(msg=False, gapRel=1e-9, gapAbs=1e-9, options=["increment 1e-10"],
+                                 timeLimit=time_limit_s)
     if name == "highs":
-        return pulp.HiGHS(msg=False, gapRel=1e-9, gapAbs=1e-9)
+        return pulp.HiGHS(msg=False, gapRel=1e-9, gapAbs=1e-9, timeLimit=time_limit_s)
     raise ValueError(f"unknown ILP backend {name!r}; expected one of {SOLVERS}")
 
 
-def solve(problem: Problem, backend: str = "cbc") -> Selection | None:
+def solve(problem: Problem, backend: str = "cbc", time_limit_s: float | None = None) -> Selection | None:
+    """Optimal selection, or None if infeasible; raises IlpTimeout if the time limit cut it short."""
     m = pulp.LpProblem("pipeline_plan", pulp.LpMaximize)
     S, K = problem.n_stages, problem.steps
     cases = [c for c in range(len(problem.cases)) if all(len(r) for r in problem.cases[c].stages)]
@@ -103,7 +110,9 @@ def solve(problem: Problem, backend: str = "cbc") -> Selection | None:
     if problem.product:
         objective.append(problem.alpha * _product_chain(m, problem, cases, x))
     m += pulp.lpSum(objective)
-    status = m.solve(_backend(backend))
+    status = m.solve(_backend(backend, time_limit_s))
+    if time_limit_s is not None and m.sol_status != pulp.LpSolutionOptimal and pulp.LpStatus[status] != "Infeasible":
+        raise IlpTimeout(f"{backend}: no proven optimum within {time_limit_s:g} s")
     if pulp.LpStatus[status] != "Optimal":
         return None
     for c in cases:
