@@ -63,15 +63,20 @@ def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: M
         raise ConfigError(f"headroom: expected a number >= 0, got {headroom!r}")
     check_profiles(spec, profiles)
     pods_list = P.pod_counts(spec, mode)
-    grids = {
-        (pods, s): P.grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom, current=current,
-                          sla_ms=spec.sla_ms)
-        for pods in pods_list for s in range(len(spec.stages))
-    }
-    problem = P.presolve(P.build(spec, profiles, rps, mode=mode, headroom=headroom, current=current, grids=grids))
+
+    def grids_of(feasible_only: bool) -> dict:
+        return {(pods, s): P.grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom, current=current,
+                                  sla_ms=spec.sla_ms, feasible_only=feasible_only)
+                for pods in pods_list for s in range(len(spec.stages))}
+
+    # Only the rows that can be picked (the same rows, in the same order, as filtering the full
+    # grid); the full grid is built only to diagnose an infeasible load.
+    problem = P.presolve(P.build(spec, profiles, rps, mode=mode, headroom=headroom, current=current,
+                                 grids=grids_of(True)))
     sel = solve(problem)
     if sel is not None:
         return _assemble(spec, profiles, problem, sel, rps, mode, current, solver, True, Reason.OPTIMAL, "")
+    grids = grids_of(False)
     reason, message, be_problem, be_sel = _diagnose(spec, grids, pods_list, rps, headroom, solve)
     return _assemble(spec, profiles, be_problem, be_sel, rps, mode, current, solver, False, reason, message)
 

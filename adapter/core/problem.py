@@ -159,7 +159,11 @@ def _current_map(current: Plan | None) -> tuple[dict[str, dict[str, tuple[float,
 
 
 def grid(spec: PipelineSpec, profiles: Profiles, s: int, pods: int, rps: float, *, mode: Mode,
-         headroom: float, current: Plan | None, sla_ms: float) -> Grid:
+         headroom: float, current: Plan | None, sla_ms: float, feasible_only: bool = False) -> Grid:
+    """All candidate rows with their masks, or with `feasible_only` only the rows that pass every
+    mask (the same rows, values and order as filtering the full grid; masks all true). Capacity
+    and pod size are then checked on broadcast (variant, share, batch, instances) arrays before
+    any row is materialised, and the latency model runs only on the rows that pass them."""
     stage = spec.stages[s]
     obj = spec.objective
     beta = FIXED_MODE_COST_WEIGHT if mode is Mode.FIXED else obj.beta
@@ -174,16 +178,41 @@ def grid(spec: PipelineSpec, profiles: Profiles, s: int, pods: int, rps: float, 
     rps_pod = rps / pods
     V = len(stage.variants)
     profs = [profiles[v.model] for v in stage.variants]
-    v, k, b, n = (a.ravel() for a in np.meshgrid(
-        np.arange(V), np.arange(1, K + 1), np.array(stage.batch_sizes), np.arange(1, N + 1), indexing="ij"))
-    measured = np.array([p.latency.max_batch_size for p in profs])[v] >= b  # no extrapolation
-    v, k, b, n = v[measured], k[measured], b[measured], n[measured]
-    coef = np.array([p.latency.coefficients for p in profs])[v]
-    service = coef[:, 0] + coef[:, 1] * b + coef[:, 2] * b * b
-    eff = np.array([p.instance_efficiency for p in profs])[v]
+    per = np.array([[x.resources.cpu, x.resources.gpu, x.resources.memory_mb] for x in stage.variants])
+    if feasible_only:
+        # Axes (variant, share, batch, instances), broadcast instead of materialised; capacity and
+        # pod size are checked on the broadcast arrays with the same arithmetic as stage_model and
+        # the masks below (bit-identical), and np.nonzero returns the survivors in meshgrid order.
+        batches = np.array(stage.batch_sizes)
+        vb = np.arange(V)[:, None]
+        coef = np.array([p.latency.coefficients for p in profs])
+        bf = batches[None, :]
+        service_vb = coef[:, 0][:, None] + coef[:, 1][:, None] * bf + coef[:, 2][:, None] * bf * bf
+        effv = np.array([p.instance_efficiency for p in profs])
+        measured = np.array([p.latency.max_batch_size for p in profs])[vb] >= bf  # (V, B)
+        nn = np.arange(1, N + 1)
+        c_eff = 1.0 + (nn.astype(float)[None, :] - 1.0) * effv[:, None]  # (V, N)
+        cap0 = c_eff[:, None, :] * bf[:, :, None].astype(float) * 1000.0 / service_vb[:, :, None]  # (V, B, N)
+        need = rps_pod * np.arange(1, K + 1) / K * (1.0 + headroom) - 1e-12  # (K,)
+        res_ok = np.all(nn[None, :, None] * per[:, None, :] <= limit + RES_TOL, axis=2)  # (V, N)
+        ok_vbn = measured[:, :, None] & res_ok[:, None, :]
+        mask = ok_vbn[:, None, :, :] & (cap0[:, None, :, :] >= need[None, :, None, None])
+        vi, ki, bi, ni = np.nonzero(mask)
+        v, k, b, n = vi, ki + 1, batches[bi], ni + 1
+        service, eff = service_vb[vi, bi], effv[vi]
+    else:
+        v, k, b, n = (a.ravel() for a in np.meshgrid(
+            np.arange(V), np.arange(1, K + 1), np.array(stage.batch_sizes), np.arange(1, N + 1), indexing="ij"))
+        measured = np.array([p.latency.max_batch_size for p in profs])[v] >= b  # no extrapolation
+        v, k, b, n = v[measured], k[measured], b[measured], n[measured]
+        coef = np.array([p.latency.coefficients for p in profs])[v]
+        service = coef[:, 0] + coef[:, 1] * b + coef[:, 2] * b * b
+        eff = np.array([p.instance_efficiency for p in profs])[v]
     share = k / K
     lat, cap = stage_model(service, b, n, rps_pod * share, eff)
-    per = np.array([[x.resources.cpu, x.resources.gpu, x.resources.memory_mb] for x in stage.variants])
+    if feasible_only:
+        keep = lat <= sla_ms + LATENCY_TOL_MS
+        v, k, b, n, share, lat, cap = v[keep], k[keep], b[keep], n[keep], share[keep], lat[keep], cap[keep]
     res = n[:, None] * per[v]
     acc = share * np.array(norm)[v]
     lin = -beta * pods * n * np.array([x.resources.cost for x in stage.variants])[v] - obj.gamma * share * b
@@ -200,6 +229,9 @@ def grid(spec: PipelineSpec, profiles: Profiles, s: int, pods: int, rps: float, 
         cn = np.array([w[2] if w else 0 for w in was])[v]
         lin = lin - obj.switch_config * known * ((b != cb).astype(float) + (n != cn).astype(float))
     rows = Rows(v, k, b, n, lat, cap, res, lin, acc)
+    if feasible_only:
+        ones = np.ones(len(lin), dtype=bool)
+        return Grid(rows=rows, cap_ok=ones, res_ok=ones, lat_ok=ones)
     return Grid(
         rows=rows,
         cap_ok=rows.capacity_rps >= rps_pod * rows.share / K * (1.0 + headroom) - 1e-12,
@@ -223,7 +255,8 @@ def build(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode, hea
         for s in range(len(spec.stages)):
             g = grids[(pods, s)] if grids else grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom,
                                                     current=current, sla_ms=spec.sla_ms)
-            stages.append(g.rows.take(np.flatnonzero(g.cap_ok & g.res_ok & g.lat_ok)))
+            ok = g.cap_ok & g.res_ok & g.lat_ok
+            stages.append(g.rows if ok.all() else g.rows.take(np.flatnonzero(ok)))  # feasible-only grids: as is
         const = 0.0
         if current is not None:
             const -= obj.switch_variant * sum(1 for st in spec.stages if st.name in cur_stages)
@@ -261,7 +294,8 @@ def _undominated(rows: Rows, keys: np.ndarray) -> np.ndarray:
     """Indices of rows not dominated within their key group (lower latency, higher lin)."""
     if len(rows) == 0:
         return np.arange(0)
-    order = np.lexsort((-rows.lin, rows.latency_ms, *keys.T[::-1]))
+    varying = [col for col in keys.T[::-1] if len(col) and np.any(col != col[0])]  # a constant key sorts nothing
+    order = np.lexsort((-rows.lin, rows.latency_ms, *varying))
     k = keys[order]
     new_group = np.concatenate(([True], np.any(k[1:] != k[:-1], axis=1)))
     g = np.cumsum(new_group)

@@ -108,6 +108,20 @@ def _interp(table: np.ndarray, p: np.ndarray, at: np.ndarray) -> np.ndarray:
     return np.where(ok, (1 - f) * np.where(ok, lo, 0.0) + f * np.where(ok, hi, 0.0), -np.inf)
 
 
+def _interp_rows(table: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """_interp(table, p_m, c) for every budget c and each p_m: shape (len(p), cells + 1). The same
+    arithmetic as _interp with p constant along a row, so the same values."""
+    J = table.shape[0]
+    if J == 1:
+        return np.repeat(table[:1], len(p), axis=0)
+    x = np.clip(p, 0.0, 1.0) * (J - 1)
+    i = np.minimum(np.floor(x).astype(int), J - 2)
+    f = (x - i)[:, None]
+    lo, hi = table[i], table[i + 1]
+    ok = np.isfinite(lo)
+    return np.where(ok, (1 - f) * np.where(ok, lo, 0.0) + f * np.where(ok, hi, 0.0), -np.inf)
+
+
 def _bound_tables(problem: Problem, opts: list[_Options]) -> tuple[list[np.ndarray], float, int]:
     """Upper-bound tables T[s][j, c] over a grid of the latency budget (cells, latencies rounded down).
 
@@ -124,27 +138,37 @@ def _bound_tables(problem: Problem, opts: list[_Options]) -> tuple[list[np.ndarr
     pgrid = np.linspace(0.0, 1.0, PRODUCT_POINTS) if alpha else np.zeros(1)
     T = [None] * S + [np.repeat(alpha * pgrid[:, None], cells + 1, axis=1)]
     c = np.arange(cells + 1)
-    for s in range(S - 1, -1, -1):
+    P = len(pgrid)  # noqa: N806
+    # T[0] is never read by the search (stage 0 looks up T[1]), so it is not built.
+    for s in range(S - 1, 0, -1):
         o = opts[s]
         d = np.zeros(len(o.lin), dtype=int) if cells == 0 else np.clip(
             np.floor(o.lat / cell - 1e-9).astype(int), 0, cells)
         levels, lev = np.unique(o.acc if alpha else np.zeros(len(o.lin)), return_inverse=True)
         env = np.full((len(levels), cells + 1), -np.inf)  # best lin per (accuracy level, cell)
         np.maximum.at(env, (lev.ravel(), d), o.lin)
-        per_level = []
-        for a in range(len(levels)):
-            D = np.flatnonzero(np.isfinite(env[a]))
-            shift = c[:, None] - D[None, :]
-            per_level.append((D, np.clip(shift, 0, None), shift >= 0))
-        rows = []
-        for pj in pgrid:
-            best = np.full(cells + 1, -np.inf)
-            for a, (D, at, ok) in enumerate(per_level):
-                nxt = _interp(T[s + 1], np.full(cells + 1, pj * levels[a]), c)  # F_{s+1}(c', pj * a)
-                val = np.where(ok, env[a, D][None, :] + nxt[at], -np.inf)
-                best = np.maximum(best, val.max(axis=1))
-            rows.append(best)
-        T[s] = np.vstack(rows)
+        L, C1 = len(levels), cells + 1  # noqa: N806
+        # F_{s+1}(c', pj * a) for every level a and pj at once (elementwise: the same values as one at a time)
+        nxt = _interp_rows(T[s + 1], (levels[:, None] * pgrid[None, :]).ravel()).reshape(L, P, C1)
+        best = np.full((P, C1), -np.inf)
+        if s == S - 1:
+            # T[S] does not depend on the budget: max_d (env[d] + x) = (running max of env) + x,
+            # exactly (rounding is monotone), without the cells x cells table
+            best = (np.maximum.accumulate(env, axis=1)[:, None, :] + nxt[:, :, :1]).max(axis=0)
+        else:
+            finite = np.flatnonzero(np.isfinite(nxt[0, 0]))  # the same budgets are feasible for every p
+            la, D = np.nonzero(np.isfinite(env))  # (level, cell) pairs with an option
+            lo = D.min() + finite[0] if len(finite) else C1  # below it every term is -inf
+            if lo <= cells:
+                # nxt padded on the left with -inf: a negative shift reads -inf (the same as masking
+                # it). For each (level, cell) pair the budgets lo.. read one contiguous window of it;
+                # the windows are stacked and the max over pairs is taken at once
+                pad = np.concatenate([np.full((L, P, C1), -np.inf), nxt], axis=2)
+                win = np.lib.stride_tricks.sliding_window_view(pad, C1 - lo, axis=2)
+                val = win[la, :, C1 + lo - D]  # a copy: (pairs, P, budgets)
+                val += env[la, D][:, None, None]
+                best[:, lo:] = val.max(axis=0)
+        T[s] = best
     return T, cell, cells
 
 
