@@ -103,7 +103,8 @@ BUSY = ModelCounters(success=100, failure=2, inferences=180, executions=90, queu
         {"m": ModelCounters(success=140, failure=4, inferences=260, executions=130,
                        queue_us=90_000, compute_us=400_000, pending=3, p99_us=5000)},
         2.0,
-        ModelStats(model="m", arrival_rps=21, success_rps=20, failure_rps=1, mean_batch=2.0,
+        # arrivals: 21 completions/s plus the pending queue growing from 1 to 3 in 2 s
+        ModelStats(model="m", arrival_rps=22, success_rps=20, failure_rps=1, mean_batch=2.0,
                    queue_ms=1.0, compute_ms=5.0, pending=3, p99_ms=5.0),
         id="rates from deltas"),
     pytest.param(

@@ -159,19 +159,19 @@ def per_second(previous: ModelCounters | None, current: ModelCounters,
     """Counter increases over the window divided by its length; gauges and quantiles keep
     their current value. `previous` None (model loaded in between) or any counter lower than
     before (counters restarted) counts the model from zero."""
-    restarted = previous is None or any(
-        getattr(current, f) < getattr(previous, f) for f in COUNTER_FIELDS)
-    start = ModelCounters() if restarted else previous
+    start = ModelCounters() if _restarted(previous, current) else previous
     return replace(current, **{
         f: (getattr(current, f) - getattr(start, f)) / window_s for f in COUNTER_FIELDS})
 
 
-def model_stats(model: str, rates: ModelCounters) -> ModelStats:
+def model_stats(model: str, rates: ModelCounters, pending_growth_per_s: float = 0.0) -> ModelStats:
     """Per-second rates (with the gauge and quantile at the window's end) -> ModelStats.
-    Means are None when nothing completed in the window."""
+    Means are None when nothing completed in the window. Triton counts requests when they
+    complete, so arrivals = completions + growth of the pending queue: otherwise a queue that
+    drains after a stall reads as a burst of arrivals (and a filling one hides real load)."""
     return ModelStats(
         model=model,
-        arrival_rps=rates.success + rates.failure,
+        arrival_rps=max(0.0, rates.success + rates.failure + pending_growth_per_s),
         success_rps=rates.success,
         failure_rps=rates.failure,
         mean_batch=rates.inferences / rates.executions if rates.executions > 0 else None,
@@ -194,7 +194,17 @@ def observation_from_samples(previous: Sample, current: Sample,
         time_s=current.time_s,
         window_s=window_s,
         source=source,
-        models={model: model_stats(model, per_second(previous.models.get(model), counters,
-                                                      window_s))
+        models={model: model_stats(model, per_second(previous.models.get(model), counters, window_s),
+                                   _pending_growth(previous.models.get(model), counters, window_s))
                 for model, counters in current.models.items()},
     )
+
+
+def _restarted(previous: ModelCounters | None, current: ModelCounters) -> bool:
+    return previous is None or any(getattr(current, f) < getattr(previous, f) for f in COUNTER_FIELDS)
+
+
+def _pending_growth(previous: ModelCounters | None, current: ModelCounters, window_s: float) -> float:
+    """How fast the pending queue grew; a restarted model's queue started empty."""
+    before = 0.0 if _restarted(previous, current) else previous.pending
+    return (current.pending - before) / window_s
