@@ -120,16 +120,30 @@ def _diagnose(spec, grids, pods_list, rps, headroom, solve):
 
 
 def _max_capacity(spec, grids, pods):
-    """Best effort when a stage cannot keep up: per stage the highest-capacity row that fits a pod."""
-    stages, picks = [], []
+    """Best effort when a stage cannot keep up: per stage the highest-capacity row that fits a
+    pod; if those together overfill the pod, each stage gets an equal share of it instead, so
+    the best effort is still something the pod can run."""
+    limit = np.array([spec.limits.pod.cpu, spec.limits.pod.gpu, spec.limits.pod.memory_mb], dtype=float)
+
+    def picks_within(fraction):
+        out = []
+        for s in range(len(spec.stages)):
+            g = grids[pods, s]
+            r = g.rows
+            ok = (r.share == r.share.max()) & g.res_ok & np.all(r.res <= limit * fraction + P.RES_TOL, axis=1)
+            key = np.where(ok, r.capacity_rps, -np.inf) - 1e-9 * np.minimum(r.latency_ms, 1e12)
+            out.append((int(np.argmax(key)),))
+        return out
+
+    picks = picks_within(1.0)
+    used = sum(grids[pods, s].rows.res[i] for s, (i,) in enumerate(picks))
+    if np.any(used > limit + P.RES_TOL):
+        picks = picks_within(1.0 / len(spec.stages))
+    stages = []
     for s in range(len(spec.stages)):
-        g = grids[pods, s]
-        r = g.rows
-        ok = (r.share == r.share.max()) & g.res_ok
-        key = np.where(ok, r.capacity_rps, -np.inf) - 1e-9 * np.minimum(r.latency_ms, 1e12)
+        r = grids[pods, s].rows
         stages.append(P.Rows(r.variant, np.ones_like(r.share), r.batch, r.instances, r.latency_ms,
                              r.capacity_rps, r.res, r.lin, r.acc))
-        picks.append((int(np.argmax(key)),))
     case = P.Case(pods=pods, rps_per_pod=0.0, stages=tuple(stages), const=0.0)
     problem = P.Problem(cases=(case,), sla_ms=math.inf, res_limit=np.full(3, math.inf), max_instances=10**9,
                         steps=1, split=False, product=False, alpha=0.0)

@@ -109,3 +109,12 @@ def test_text_search_fixed_mode_uses_the_most_accurate_variants(capsys):
     assert plan["accuracy_score"] == pytest.approx(plan["accuracy"]) == pytest.approx(0.9244 * 0.5033, abs=1e-3)
     assert not math.isnan(plan["objective"])
     assert paths.ENSEMBLES.name == "ensembles"
+
+
+def test_an_overload_best_effort_plan_still_fits_the_pod(capsys):
+    """Past what 2 cores can serve, the best effort is the most capacity the pod can run,
+    not each stage's best on a pod of its own."""
+    assert main(["plan", "--pipeline", "text_search", "--rps", "1000", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["feasible"] is False and plan["reason"] in ("Resources", "Capacity")
+    assert plan["cost"] <= 2
