@@ -209,7 +209,7 @@ def test_a_stale_resource_version_gets_409_and_is_retried(admin):
                                                      {"metadata": {"annotations": {"touched": "yes"}}})
     wrapped = _Interfering(core, "read_namespaced_config_map", touch)
     store = PlanStore(wrapped, NS, "text_search")
-    plan = _plan(800.0)
+    plan = _plan(LOW_RPS)
     assert store.publish(plan) == 1
     assert wrapped.reads == 2
     assert store.publish(plan) is None  # unchanged: no write, same generation
@@ -217,7 +217,7 @@ def test_a_stale_resource_version_gets_409_and_is_retried(admin):
     assert published.generation == 1 and published.plan.to_dict() == plan.to_dict()
     cm = core.read_namespaced_config_map("text-search-plan", NS)
     assert cm.metadata.annotations["touched"] == "yes"
-    assert store.publish(_plan(1200.0)) == 2
+    assert store.publish(_plan(HIGH_RPS)) == 2
 
 
 # -- leader election on an injected clock ------------------------------------------------------
@@ -348,6 +348,9 @@ TEST_SPEC = {
             for m, a in (("embed_l3_int8", 0.36), ("embed_l3", 0.38))]},
     ]}
 PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+# Loads the committed profiles plan into 2 pods and into 4 pods (checked below, so a re-measured
+# profile that moves them fails here, not deep inside a two-process test).
+LOW_RPS, HIGH_RPS = 40.0, 80.0
 
 
 def _plan(rps: float):
@@ -462,7 +465,7 @@ def test_two_adapters_elect_one_leader_scale_converge_and_hand_over(
     spec_path = tmp_path / "pipeline.yaml"
     spec_path.write_text(yaml.safe_dump(TEST_SPEC))
     kubeconfig = plane.kubeconfig(applied, tmp_path / "sa.kubeconfig", NS)  # the SA's own token
-    prometheus = CannedPrometheus(rps=800.0)
+    prometheus = CannedPrometheus(rps=LOW_RPS)
     store = PlanStore(core, NS, "text_search")
     scale = lambda: apps.read_namespaced_deployment_scale(DEPLOYMENT, NS).spec.replicas
     procs = [AdapterProcess(i, tmp_path, kubeconfig, spec_path, server, prometheus.url)
@@ -475,7 +478,7 @@ def test_two_adapters_elect_one_leader_scale_converge_and_hand_over(
         leader = next(p for p, s in zip(procs, statuses) if s["is_leader"])
         follower = next(p for p in procs if p is not leader)
 
-        # The leader publishes a plan for 800 rps and scales the Deployment to its pods.
+        # The leader publishes a plan for LOW_RPS and scales the Deployment to its pods.
         published = _wait("a published plan", store.read, 30, procs)
         assert published.plan.pods > 1
         _wait(f"replicas == {published.plan.pods}", lambda: scale() == published.plan.pods, 15, procs)
@@ -500,7 +503,7 @@ def test_two_adapters_elect_one_leader_scale_converge_and_hand_over(
         assert handover_s <= LEASE_S + 2 * retry_s + 1.5
         assert leases.read_namespaced_lease("text-search-leader", NS).spec.holder_identity == follower.identity
 
-        prometheus.rps = 1200.0
+        prometheus.rps = HIGH_RPS
         bigger = _wait("a plan with more pods", lambda: (lambda p: p if p and p.plan.pods > published.plan.pods else None)(
             store.read()), 30, procs)
         assert bigger.generation > published.generation
@@ -515,3 +518,8 @@ def test_two_adapters_elect_one_leader_scale_converge_and_hand_over(
     # A graceful stop released the lease.
     lease = client.CoordinationV1Api(admin).read_namespaced_lease("text-search-leader", NS)
     assert not lease.spec.holder_identity
+
+
+def test_the_test_loads_need_different_pod_counts():
+    low, high = _plan(LOW_RPS), _plan(HIGH_RPS)
+    assert low.feasible and high.feasible and 1 < low.pods < high.pods <= 4
