@@ -17,6 +17,23 @@ def triton(tmp_path_factory):
     server.stop()
 
 
+def small_spec(embed_variants=(("embed_l3_int8", 0.36), ("embed_l3", 0.38)), *,
+               max_instances_per_stage: int = 2, max_pods: int = 1) -> dict:
+    """A text_search spec (as parsed YAML) over the small Triton's variants, 1 core each."""
+    def variants(pairs):
+        return [{"model": m, "accuracy": a, "resources": {"cpu": 1}} for m, a in pairs]
+
+    return {
+        "name": "text_search", "ensemble": "text_search", "sla_ms": 150, "batch_sizes": [1, 2, 4, 8],
+        "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.002},
+        "limits": {"max_instances_per_stage": max_instances_per_stage, "max_pods": max_pods,
+                   "pod": {"cpu": 2}},
+        "stages": [
+            {"name": "langid", "variants": variants((("langid_cld2", 0.83), ("langid_fasttext", 0.90)))},
+            {"name": "embed", "variants": variants(embed_variants)},
+        ]}
+
+
 SMALL_VARIANTS = ["langid_cld2", "langid_fasttext", "embed_l3_int8", "embed_l3", "embed_broken"]
 
 BROKEN_MODEL = '''

@@ -33,6 +33,7 @@ from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
 from adapter import paths
+from tests.conftest import small_spec
 from adapter.cluster.lease import LeaderElector
 from adapter.cluster.main import lease_timing, repository_headers
 from adapter.cluster.plan_store import PlanStore, plan_from_dict
@@ -335,18 +336,7 @@ def test_the_repository_key_unlocks_a_restricted_triton(tmp_path):
 
 # -- two real adapter processes ----------------------------------------------------------------
 
-TEST_SPEC = {
-    "name": "text_search", "ensemble": "text_search", "sla_ms": 150, "batch_sizes": [1, 2, 4, 8],
-    "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.002},
-    "limits": {"max_instances_per_stage": 1, "max_pods": 4, "pod": {"cpu": 2}},
-    "stages": [
-        {"name": "langid", "variants": [
-            {"model": m, "accuracy": a, "resources": {"cpu": 1}}
-            for m, a in (("langid_cld2", 0.83), ("langid_fasttext", 0.90))]},
-        {"name": "embed", "variants": [
-            {"model": m, "accuracy": a, "resources": {"cpu": 1}}
-            for m, a in (("embed_l3_int8", 0.36), ("embed_l3", 0.38))]},
-    ]}
+TEST_SPEC = small_spec(max_instances_per_stage=1, max_pods=4)
 PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
 # Loads the committed profiles plan into 2 pods and into 4 pods (checked below, so a re-measured
 # profile that moves them fails here, not deep inside a two-process test).

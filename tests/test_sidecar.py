@@ -17,20 +17,11 @@ from adapter.core.spec import parse_spec
 from adapter.loadgen import start_schedule
 from adapter.serving.client import TextClient, decode_strings
 from adapter.serving.launcher import free_port
+from tests.conftest import small_spec
 
 
 def _spec(embed_variants):
-    return parse_spec({
-        "name": "text_search", "ensemble": "text_search", "sla_ms": 150, "batch_sizes": [1, 2, 4, 8],
-        "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.002},
-        "limits": {"max_instances_per_stage": 2, "max_pods": 1, "pod": {"cpu": 2}},
-        "stages": [
-            {"name": "langid", "variants": [
-                {"model": m, "accuracy": a, "resources": {"cpu": 1}}
-                for m, a in (("langid_cld2", 0.83), ("langid_fasttext", 0.90))]},
-            {"name": "embed", "variants": [
-                {"model": m, "accuracy": a, "resources": {"cpu": 1}} for m, a in embed_variants]},
-        ]})
+    return parse_spec(small_spec(embed_variants))
 
 
 SPEC = _spec([("embed_l3_int8", 0.36), ("embed_l3", 0.38)])
