@@ -13,6 +13,10 @@ Instance scaling: n instances of a CPU model rarely give n times the throughput.
 measurements hold several instance counts for a batch size, the efficiency e of each extra
 instance is fitted from throughput ratios, thr(n) = thr(1) * (1 + (n - 1) * e), e in [0.05, 1];
 otherwise scaling is assumed linear (e = 1).
+
+Reconfiguration delay: each measured point may carry `load_s`, the wall time of the repository
+load (or reload in place) that set it up; `fit()` keeps their median and maximum over all the
+model's points as `VariantProfile.load_s` / `load_s_max` (None when nothing was timed).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from adapter.errors import ConfigError
 
 FORMAT = "tpa-profiles/1"
 _MEASUREMENT_FIELDS = ("batch_size", "instances", "p50_ms", "p99_ms", "throughput_rps", "requests")
+_OPTIONAL_FIELDS = ("load_s",)  # written only when known; older files lack them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +47,7 @@ class Measurement:
     p99_ms: float
     throughput_rps: float  # requests (not batches) per second at saturation
     requests: int  # how many requests the percentiles come from (0: synthetic)
+    load_s: float | None = None  # wall time of the repository load that set up this point
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +74,8 @@ class VariantProfile:
     latency: LatencyFit
     instance_efficiency: float = 1.0  # throughput gain of each extra instance, relative to the first
     efficiency_measured: bool = False
+    load_s: float | None = None  # median repository load (reconfiguration) time, seconds
+    load_s_max: float | None = None  # slowest such load, seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,14 +168,23 @@ def fit(measurements: list[Measurement] | tuple[Measurement, ...]) -> VariantPro
     single = [m for m in ms if m.instances == low]
     latency = fit_latency([m.batch_size for m in single], [m.p99_ms for m in single])
     eff, measured = _efficiency(ms)
+    loads = [m.load_s for m in ms if m.load_s is not None]
+    load_s, load_s_max = (float(np.median(loads)), float(max(loads))) if loads else (None, None)
     return VariantProfile(
         model=ms[0].model, measurements=tuple(sorted(ms, key=lambda m: (m.instances, m.batch_size))),
         latency=latency, instance_efficiency=eff, efficiency_measured=measured,
+        load_s=load_s, load_s_max=load_s_max,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # JSON
+
+def _measurement_doc(m: Measurement) -> dict[str, Any]:
+    doc = {k: getattr(m, k) for k in _MEASUREMENT_FIELDS}
+    doc.update({k: getattr(m, k) for k in _OPTIONAL_FIELDS if getattr(m, k) is not None})
+    return doc
+
 
 def save_profiles(profiles: Profiles, path: str | Path) -> None:
     """Write profiles as JSON. The fit is saved for people to read; loading re-fits it."""
@@ -176,9 +193,11 @@ def save_profiles(profiles: Profiles, path: str | Path) -> None:
         "provenance": dict(profiles.provenance),
         "models": {
             name: {
-                "measurements": [{k: getattr(m, k) for k in _MEASUREMENT_FIELDS} for m in vp.measurements],
+                "measurements": [_measurement_doc(m) for m in vp.measurements],
                 "fit": {**asdict(vp.latency), "instance_efficiency": vp.instance_efficiency,
-                        "efficiency_measured": vp.efficiency_measured},
+                        "efficiency_measured": vp.efficiency_measured,
+                        **({"load_s": vp.load_s, "load_s_max": vp.load_s_max}
+                           if vp.load_s is not None else {})},
             }
             for name, vp in sorted(profiles.variants.items())
         },
@@ -231,8 +250,9 @@ def load_profiles(path: str | Path) -> Profiles:
                 problems.append(f"`{where}`: expected an object, got {m!r}")
                 continue
             for key in m:
-                if key not in _MEASUREMENT_FIELDS:
-                    problems.append(f"`{where}.{key}`: unknown key; expected one of {list(_MEASUREMENT_FIELDS)}")
+                if key not in _MEASUREMENT_FIELDS + _OPTIONAL_FIELDS:
+                    problems.append(f"`{where}.{key}`: unknown key; expected one of "
+                                    f"{list(_MEASUREMENT_FIELDS + _OPTIONAL_FIELDS)}")
             vals = {
                 "batch_size": _number(problems, m, "batch_size", where, integer=True, low=1),
                 "instances": _number(problems, m, "instances", where, integer=True, low=1),
@@ -241,6 +261,8 @@ def load_profiles(path: str | Path) -> Profiles:
                 "throughput_rps": _number(problems, m, "throughput_rps", where, integer=False, low=0),
                 "requests": _number(problems, m, "requests", where, integer=True, low=0),
             }
+            if "load_s" in m:  # optional, but a positive finite number of seconds when present
+                vals["load_s"] = _number(problems, m, "load_s", where, integer=False, low=1e-9)
             if None in vals.values():
                 continue
             if vals["p99_ms"] < vals["p50_ms"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,25 @@ def test_round_trip(tmp_path: Path):
     assert back["m"].latency == profiles["m"].latency
 
 
+def test_load_times_round_trip_and_older_files_still_load(tmp_path: Path):
+    ms = [_m(1, 3.0), _m(2, 3.5), _m(4, 4.5), _m(4, 4.0, n=2, thr=1500.0)]
+    timed = [replace(m, load_s=s) for m, s in zip(ms, (0.8, 0.5, 2.0, 0.6))]
+    vp = fit(timed)
+    assert vp.load_s == pytest.approx(0.7) and vp.load_s_max == 2.0  # median and max over all n
+    save_profiles(Profiles(variants={"m": vp, "old": fit([_m(1, 3.0, model="old")])}), tmp_path / "p.json")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert [x["load_s"] for x in doc["models"]["m"]["measurements"]] == [0.8, 0.5, 2.0, 0.6]
+    assert doc["models"]["m"]["fit"]["load_s"] == pytest.approx(0.7)
+    assert "load_s" not in doc["models"]["old"]["measurements"][0] and "load_s" not in doc["models"]["old"]["fit"]
+    back = load_profiles(tmp_path / "p.json")
+    assert back["m"].measurements == vp.measurements
+    assert (back["m"].load_s, back["m"].load_s_max) == (vp.load_s, vp.load_s_max)
+    assert back["old"].load_s is None and back["old"].load_s_max is None
+    # A file written before load times were measured loads, without them.
+    (tmp_path / "old.json").write_text(json.dumps({"format": FORMAT, "models": {"m": {"measurements": [GOOD_M]}}}))
+    assert load_profiles(tmp_path / "old.json")["m"].load_s is None
+
+
 GOOD_M = {"batch_size": 1, "instances": 1, "p50_ms": 1.0, "p99_ms": 2.0, "throughput_rps": 5.0, "requests": 9}
 
 
@@ -90,6 +110,13 @@ GOOD_M = {"batch_size": 1, "instances": 1, "p50_ms": 1.0, "p99_ms": 2.0, "throug
          r"`models\.m\.measurements\[0\]\.p99_ms`: expected >= p50_ms \(1\.0\), got 0\.5"),
         ({"format": FORMAT, "models": {"m": {"measurements": [{**GOOD_M, "p99ms": 1}]}}},
          r"`models\.m\.measurements\[0\]\.p99ms`: unknown key"),
+        ({"format": FORMAT, "models": {"m": {"measurements": [{**GOOD_M, "load_s": 0}]}}},
+         r"p\.json: `models\.m\.measurements\[0\]\.load_s`: expected a number >= 1e-09, got 0"),
+        ({"format": FORMAT, "models": {"m": {"measurements": [{**GOOD_M, "load_s": "1.2"}]}}},
+         r"`models\.m\.measurements\[0\]\.load_s`: expected a number >= 1e-09, got '1\.2'"),
+        ('{"format": "tpa-profiles/1", "models": {"m": {"measurements": [{"batch_size": 1, "instances": 1, '
+         '"p50_ms": 1, "p99_ms": 2, "throughput_rps": 5, "requests": 9, "load_s": Infinity}]}}}',
+         r"`models\.m\.measurements\[0\]\.load_s`: expected a number >= 1e-09, got inf"),
     ],
 )
 def test_malformed_profiles(tmp_path: Path, doc, match):
