@@ -4,7 +4,9 @@ For every operating point (model, batch size b, instances n) the model is reload
 repository API with `max_batch_size = b`, n instances and no batching delay, then:
 - latency: one client sends requests of b texts back to back (concurrency 1), so each request
   is exactly one batch of b; p50/p99 of those requests is the service latency of a batch;
-- throughput: 2n clients keep every instance busy; requests x b / elapsed seconds.
+- throughput: 2n clients keep every instance busy; requests x b / elapsed seconds;
+- reconfiguration delay: the wall time of that repository load call (it returns once the model
+  is ready or has failed), kept as the point's `load_s`; the fit keeps the model's median.
 The first requests of each run warm caches and are discarded. The edge only measures; the
 latency model is fitted by `adapter.core.profile.fit`.
 """
@@ -112,8 +114,10 @@ def measure_variant(endpoints: Endpoints, model: str, stage: str, texts: list[st
         for n in settings.instances:
             for b in settings.batch_sizes:
                 progress(f"{model} b={b} n={n}")
+                t0 = time.perf_counter()
                 repository.load(model, configured(base, instances=n, max_batch_size=b,
                                                   max_queue_delay_us=0))
+                load_s = time.perf_counter() - t0
                 batches = [[texts[(i * b + j) % len(texts)] for j in range(b)] for i in range(64)]
                 latencies = _latency_run(client, model, outputs, batches, settings)
                 throughput = _throughput_run(endpoints, model, outputs, batches, 2 * n,
@@ -122,7 +126,8 @@ def measure_variant(endpoints: Endpoints, model: str, stage: str, texts: list[st
                     model=model, batch_size=b, instances=n,
                     p50_ms=round(float(np.percentile(latencies, 50)), 3),
                     p99_ms=round(float(np.percentile(latencies, 99)), 3),
-                    throughput_rps=round(throughput, 2), requests=len(latencies)))
+                    throughput_rps=round(throughput, 2), requests=len(latencies),
+                    load_s=round(load_s, 4)))
     finally:
         repository.load(model, base)  # leave the model as it was found
         repository.close()
@@ -149,6 +154,8 @@ def profile_variants(endpoints: Endpoints, variants: dict[str, str], texts: list
         "batch_sizes": list(settings.batch_sizes),
         "instances": list(settings.instances),
         "method": "latency: concurrency 1, one batch per request, warm-up discarded; "
-                  "throughput: 2 x instances concurrent gRPC clients",
+                  "throughput: 2 x instances concurrent gRPC clients; "
+                  "load_s: wall time of the repository load (reload in place) of each point, "
+                  "median over the model's points",
     }
     return Profiles(variants=kept, provenance=provenance)

@@ -24,10 +24,14 @@ def test_profiler_measures_every_point_and_restores_the_model(triton):
     assert [(m.batch_size, m.instances) for m in measurements] == [(1, 1), (8, 1), (1, 2), (8, 2)]
     for m in measurements:
         assert 0 < m.p50_ms <= m.p99_ms and m.requests >= 15 and m.throughput_rps > 0
+        assert m.load_s is not None and 0 < m.load_s < 60  # the reload that set up this point
     by_point = {(m.batch_size, m.instances): m for m in measurements}
     # Batching is what makes CLD2 cheap per text: 8 per call must beat 1 per call clearly.
     assert by_point[(8, 1)].throughput_rps > 2 * by_point[(1, 1)].throughput_rps
     assert repository.config("langid_cld2") == before
     profile = fit(measurements)
     assert profile.latency.p99_ms(8) > 0 and 0.05 <= profile.instance_efficiency <= 1.0
+    assert 0 < profile.load_s <= profile.load_s_max < 60
+    print(f"langid_cld2 load s: {[m.load_s for m in measurements]} "
+          f"median {profile.load_s:.3f} max {profile.load_s_max:.3f}")
     repository.close()

@@ -72,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
         profiles = profile_variants(triton.endpoints, variants, texts, settings,
                                     previous=previous, progress=progress)
     save_profiles(profiles, out)
-    print(f"{'variant':20} {'fit':6} {'rmse ms':>8} {'max err':>8} {'inst eff':>8}  p99 ms at b=1/8")
+    print(f"{'variant':20} {'fit':6} {'rmse ms':>8} {'max err':>8} {'inst eff':>8} {'load s':>7}"
+          f"  p99 ms at b=1/8")
     for name, vp in sorted(profiles.variants.items()):
         fit = vp.latency
+        load = f"{vp.load_s:7.2f}" if vp.load_s is not None else f"{'-':>7}"
         print(f"{name:20} {fit.kind:6} {fit.rmse_ms:8.2f} {fit.max_rel_error:8.1%} "
-              f"{vp.instance_efficiency:8.2f}  {fit.p99_ms(1):.1f} / {fit.p99_ms(8):.1f}")
+              f"{vp.instance_efficiency:8.2f} {load}  {fit.p99_ms(1):.1f} / {fit.p99_ms(8):.1f}")
     print(f"wrote {out}")
     return 0
