@@ -11,7 +11,7 @@ import sys
 from adapter.errors import AdapterError
 
 # Order is the order shown in --help.
-COMMANDS = ["serve", "models", "profile", "plan", "run", "experiment", "demo"]
+COMMANDS = ["serve", "models", "profile", "plan", "run", "experiment", "simulate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

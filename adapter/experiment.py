@@ -93,13 +93,13 @@ class StaticPolicy:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            tick = Tick(time.monotonic(), _held(self.plan), tuple(self.sidecar.actuator.reconcile(self.plan)), None)
+            tick = Tick(time.monotonic(), held_decision(self.plan), tuple(self.sidecar.actuator.reconcile(self.plan)), None)
             if self.sidecar.on_tick:
                 self.sidecar.on_tick(tick)
             stop.wait(self.sidecar.settings.interval_s)
 
 
-def _held(plan: Plan):
+def held_decision(plan: Plan):
     from adapter.core.policy import Decision, Reason
 
     return Decision(reason=Reason.UNCHANGED, message="static plan", plan=plan,
@@ -108,25 +108,33 @@ def _held(plan: Plan):
 
 # -- per-second results --------------------------------------------------------------------------
 
-def per_second_rows(requests: list[dict], ticks: list[tuple[float, Plan | None]], t0: float,
-                    target: list[float], sla_ms: float, accuracy_range: tuple[float, float]) -> list[dict]:
-    """One row per second of the run: load, latency, SLA misses, and the plan in force."""
-    lo, hi = accuracy_range
+def per_second_rows(sent_s: np.ndarray, latency_ms: np.ndarray, failed: np.ndarray,
+                    ticks: list[tuple[float, Plan | None]], target: list[float], sla_ms: float,
+                    accuracy_bounds: tuple[float, float]) -> list[dict]:
+    """One row per second of the run: load, latency, SLA misses, and the plan in force.
+
+    Requests are given as arrays: when each was sent (s from the run's start), its latency and
+    whether it failed; `ticks` are (s from the start, plan in force from then)."""
+    lo, hi = accuracy_bounds
+    order = np.argsort(sent_s, kind="stable")
+    sent_s, latency_ms, failed = sent_s[order], latency_ms[order], failed[order]
+    bounds = np.searchsorted(sent_s, np.arange(len(target) + 1))
+    missed = failed | (latency_ms > sla_ms)
     rows = []
     for second, target_rps in enumerate(target):
-        in_second = [r for r in requests if second <= r["t"] - t0 < second + 1]
-        ms = np.array([r["ms"] for r in in_second]) if in_second else np.array([])
-        misses = sum(1 for r in in_second if r["error"] or r["ms"] > sla_ms)
-        plan = next((p for when, p in reversed(ticks) if when - t0 <= second + 1), None)
-        row = {"second": second, "target_rps": round(target_rps, 2), "achieved_rps": len(in_second),
+        a, b = bounds[second], bounds[second + 1]
+        ms = latency_ms[a:b]
+        plan = next((p for when, p in reversed(ticks) if when <= second + 1), None)
+        row = {"second": second, "target_rps": round(target_rps, 2), "achieved_rps": int(b - a),
                "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else "",
                "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else "",
-               "sla_misses": misses, "failed": sum(1 for r in in_second if r["error"])}
+               "sla_misses": int(missed[a:b].sum()), "failed": int(failed[a:b].sum())}
         if plan is not None:
             for stage in plan.stages:
                 row[f"{stage.stage}_variant"] = stage.model
                 row[f"{stage.stage}_batch"] = stage.max_batch_size
                 row[f"{stage.stage}_instances"] = stage.instances
+            row["pods"] = plan.pods
             row["capacity_rps"] = round(min(s.capacity_rps for s in plan.stages), 2)
             row["accuracy"] = round(plan.accuracy, 4)
             row["normalised_accuracy"] = round((plan.accuracy - lo) / (hi - lo), 4) if hi > lo else 1.0
@@ -135,16 +143,16 @@ def per_second_rows(requests: list[dict], ticks: list[tuple[float, Plan | None]]
     return rows
 
 
-def summarise_run(rows: list[dict], requests: list[dict], sla_ms: float, meta: dict) -> dict:
-    total = len(requests)
-    latencies = np.array([r["ms"] for r in requests]) if requests else np.zeros(1)
+def summarise_run(rows: list[dict], latency_ms: np.ndarray, failed: np.ndarray, meta: dict) -> dict:
+    total = len(latency_ms)
+    latencies = latency_ms if total else np.zeros(1)
     weighted = [(row["achieved_rps"], row["normalised_accuracy"], row["accuracy"]) for row in rows
                 if "accuracy" in row]
     weight = sum(w for w, _, _ in weighted) or 1
     return {
         **meta,
         "requests": total,
-        "failed": sum(1 for r in requests if r["error"]),
+        "failed": int(np.sum(failed)),
         "sla_miss_pct": round(100 * sum(row["sla_misses"] for row in rows) / max(total, 1), 3),
         "p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "p99_ms": round(float(np.percentile(latencies, 99)), 2),
@@ -152,6 +160,12 @@ def summarise_run(rows: list[dict], requests: list[dict], sla_ms: float, meta: d
         "accuracy": round(sum(w * a for w, _, a in weighted) / weight, 4),
         "cost_core_seconds": round(sum(row.get("cost_cores", 0) for row in rows), 1),
     }
+
+
+def accuracy_range(spec: PipelineSpec) -> tuple[float, float]:
+    """The pipeline's least and most accurate variant combinations (normalised accuracy 0 and 1)."""
+    accuracy = [[v.accuracy for v in s.variants] for s in spec.stages]
+    return float(np.prod([min(a) for a in accuracy])), float(np.prod([max(a) for a in accuracy]))
 
 
 def write_results(out: Path, rows: list[dict], summary: dict, stages: list[str]) -> Path:
@@ -262,10 +276,12 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
     requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
     if requests:  # second 0 is when the trace's first request was scheduled (Locust starts late)
         t0 = min(r["t"] for r in requests)
-    accuracy = [[v.accuracy for v in s.variants] for s in spec.stages]
-    accuracy_range = (float(np.prod([min(a) for a in accuracy])), float(np.prod([max(a) for a in accuracy])))
-    rows = per_second_rows(requests, ticks, t0, target, spec.sla_ms, accuracy_range)
-    summary = summarise_run(rows, requests, spec.sla_ms, {
+    sent_s = np.array([r["t"] - t0 for r in requests], dtype=float)
+    latency_ms = np.array([r["ms"] for r in requests], dtype=float)
+    failed = np.array([bool(r["error"]) for r in requests], dtype=bool)
+    rows = per_second_rows(sent_s, latency_ms, failed, [(when - t0, plan) for when, plan in ticks],
+                           target, spec.sla_ms, accuracy_range(spec))
+    summary = summarise_run(rows, latency_ms, failed, {
         "policy": policy, "workload": str(trace_file or workload), "time_scale": time_scale,
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})

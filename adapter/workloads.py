@@ -146,3 +146,23 @@ def time_scale(series: np.ndarray, factor: float) -> np.ndarray:
     cumulative_requests = np.concatenate(([0.0], np.cumsum(values)))
     requests = np.interp(ends, knots, cumulative_requests) - np.interp(starts, knots, cumulative_requests)
     return requests / (ends - starts)
+
+
+def arrival_times(rates: np.ndarray, poisson: bool = False, seed: int = 0) -> np.ndarray:
+    """Send times (s from the start) of the requests a per-second rate series asks for.
+
+    Trace-exact (the default, what loadtest/trace_replay.py sends): each second's requests are
+    spread evenly over the second, and the fractional parts carry over so that every stretch of
+    the trace gets its exact share. Poisson: a Poisson process whose rate is the series.
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    if poisson:
+        rng = np.random.default_rng(seed)
+        counts = rng.poisson(rates)
+        second = np.repeat(np.arange(len(rates)), counts)
+        return np.sort(second + rng.random(len(second)))
+    counts = np.diff(np.floor(np.concatenate(([0.0], np.cumsum(rates))) + 1e-9)).astype(np.int64)
+    second = np.repeat(np.arange(len(rates)), counts)
+    first_of_second = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(len(second)) - first_of_second
+    return second + k / np.repeat(np.maximum(counts, 1), counts)

@@ -1,0 +1,268 @@
+"""Discrete-event model of Triton pods serving one ensemble pipeline.
+
+    arrival -> load balancer (a ready pod, round robin) -> stage 0's model in that pod
+            -> dynamic batcher -> an instance -> hand-off -> stage 1's model ... -> done
+
+What it models, and how Triton does it:
+- **Dynamic batcher** (per model, per pod): a batch is formed only when an instance is free.
+  It is sent at once when the queue holds the preferred batch size (the planner's b), or when
+  the oldest request has waited `max_queue_delay`; it holds at most the preferred size (Triton
+  stops forming at the largest preferred size). Delay 0 sends whatever is queued.
+- **Instances**: `instances` batches run at once; they share the pod's cores (service.py).
+- **Ensemble hand-off**: each finished batch's requests go on to the next step's model in the
+  same pod, as separate requests, after `handoff_ms`.
+- **Reconfiguration**: a new configuration of a stage (another variant, or the same model
+  reloaded with other instances or batching) serves the requests that reach the stage after it
+  is ready; requests already queued finish on the old one, as Triton's reload drains them.
+  New pods join the load balancer when ready; removed pods stop receiving and drain.
+
+Time is in seconds. Requests are integers; their timestamps live in flat lists.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapter.monitor.metrics import ModelCounters, Sample
+from adapter.sim.service import ServiceTimes
+
+_DONE, _TIMER, _HANDOFF, _ACTIVATE = 0, 1, 2, 3
+P99_WINDOW_S = 60.0  # Triton's summary quantiles cover about the last minute
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """What one stage's model has loaded: Triton config.pbtxt fields the batcher reads."""
+
+    model: str
+    batch: int  # preferred batch size (the planner's b); batches never exceed it
+    queue_delay_us: int
+    instances: int
+
+
+class ModelServer:
+    """One model (one configuration) in one pod: its queue, its instances, its counters."""
+
+    __slots__ = ("config", "stage", "pod", "queue", "busy", "timer_at", "stats", "delay_s")
+
+    def __init__(self, config: StageConfig, stage: int, pod: "Pod", stats: "ModelStatsLog"):
+        self.config, self.stage, self.pod, self.stats = config, stage, pod, stats
+        self.queue: deque[tuple[float, int]] = deque()  # (enqueue time, request)
+        self.busy = 0
+        self.timer_at = -1.0
+        self.delay_s = config.queue_delay_us / 1e6
+
+
+class Pod:
+    __slots__ = ("name", "servers", "ready")
+
+    def __init__(self, name: str, servers: list[ModelServer | None]):
+        self.name, self.servers, self.ready = name, servers, False
+
+
+class ModelStatsLog:
+    """Cumulative Triton-style counters of one model over all pods, plus recent latencies for
+    the p99 summary."""
+
+    __slots__ = ("success", "executions", "queue_s", "compute_s", "pending", "done_t", "latency_s")
+
+    def __init__(self):
+        self.success = self.executions = 0
+        self.queue_s = self.compute_s = 0.0
+        self.pending = 0
+        self.done_t: list[float] = []
+        self.latency_s: list[float] = []
+
+    def p99_us(self, now: float) -> float | None:
+        start = bisect.bisect_left(self.done_t, now - P99_WINDOW_S)
+        if start >= len(self.done_t):
+            return None
+        recent = np.asarray(self.latency_s[start:])
+        return float(np.percentile(recent, 99)) * 1e6
+
+
+class Engine:
+    def __init__(self, ensemble: str, stages: int, arrivals: np.ndarray, service: ServiceTimes,
+                 handoff_ms: float = 0.0):
+        self.ensemble, self.n_stages = ensemble, stages
+        self.arrivals = arrivals
+        self.service = service
+        self.handoff_s = handoff_ms / 1000.0
+        self.now = 0.0
+        n = len(arrivals)
+        # Per request: when it entered each stage and left it, and when it finished (-1: not yet).
+        self.stage_in = [[-1.0] * n for _ in range(stages)]
+        self.stage_out = [[-1.0] * n for _ in range(stages)]
+        self.finished = [-1.0] * n
+        self.pods: list[Pod] = []
+        self.stats: dict[str, ModelStatsLog] = {ensemble: ModelStatsLog()}
+        self._next_arrival = 0
+        self._events: list[tuple] = []
+        self._seq = itertools.count()
+        self._ready: list[Pod] = []  # the load balancer's endpoints
+        self._waiting: list[int] = []  # arrivals while no pod was ready
+        self._rr = 0
+        self._in_flight = 0
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def add_pod(self, configs: list[StageConfig], ready_at: float) -> Pod:
+        pod = Pod(f"pod-{len(self.pods)}", [None] * self.n_stages)
+        self.pods.append(pod)
+        for stage, config in enumerate(configs):
+            self._push(ready_at, _ACTIVATE, (pod, stage, config), None)
+        self._push(ready_at, _ACTIVATE, (pod, -1, None), None)  # after its stages: join the LB
+        return pod
+
+    def remove_pod(self, pod: Pod) -> None:
+        """Out of the load balancer now; what it holds drains."""
+        pod.ready = False
+        self.pods.remove(pod)
+        self._ready = [p for p in self.pods if p.ready]
+
+    def reconfigure(self, pod: Pod, stage: int, config: StageConfig, ready_at: float) -> None:
+        self._push(ready_at, _ACTIVATE, (pod, stage, config), None)
+
+    def ready_pods(self) -> list[Pod]:
+        return list(self._ready)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, a, b) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), kind, a, b))
+
+    def run_until(self, t_end: float) -> None:
+        """Process every arrival and event up to t_end (inclusive)."""
+        events, arrivals = self._events, self.arrivals
+        n = len(arrivals)
+        while True:
+            next_event = events[0][0] if events else float("inf")
+            i = self._next_arrival
+            next_arrival = arrivals[i] if i < n else float("inf")
+            if min(next_event, next_arrival) > t_end:
+                break
+            if next_arrival <= next_event:
+                self.now = float(next_arrival)
+                self._next_arrival = i + 1
+                self._arrive(i)
+                continue
+            t, _, kind, a, b = heapq.heappop(events)
+            self.now = t
+            if kind == _DONE:
+                self._done(a, b)
+            elif kind == _TIMER:
+                a.timer_at = -1.0
+                self._dispatch(a)
+            elif kind == _HANDOFF:
+                self._enter(a, b)
+            else:
+                self._activate(*a)
+        self.now = t_end
+
+    def _arrive(self, request: int) -> None:
+        ready = self._ready
+        ens = self.stats[self.ensemble]
+        self._in_flight += 1
+        ens.pending = self._in_flight
+        if not ready:  # no pod can take it yet: it waits at the load balancer for the first one
+            self._waiting.append(request)
+            return
+        self._rr = (self._rr + 1) % len(ready)
+        self._enter(ready[self._rr].servers[0], [request])
+
+    def _enter(self, server: ModelServer, requests: list[int]) -> None:
+        # The pod's current server for the stage, whoever finished the batch before it.
+        current = server.pod.servers[server.stage]
+        if current is not None:
+            server = current
+        now = self.now
+        stage_in = self.stage_in[server.stage]
+        for r in requests:
+            stage_in[r] = now
+            server.queue.append((now, r))
+        server.stats.pending += len(requests)
+        self._dispatch(server)
+
+    def _dispatch(self, server: ModelServer) -> None:
+        config = server.config
+        queue = server.queue
+        now = self.now
+        while queue and server.busy < config.instances:
+            if len(queue) < config.batch and now < queue[0][0] + server.delay_s - 1e-12:
+                due = queue[0][0] + server.delay_s
+                if server.timer_at < 0 or server.timer_at > due:
+                    server.timer_at = due
+                    self._push(due, _TIMER, server, None)
+                return
+            size = min(len(queue), config.batch)
+            batch = [queue.popleft() for _ in range(size)]
+            server.busy += 1
+            server.stats.pending -= size
+            service_s = self.service.draw_s(config.model, size, server.busy)
+            self._push(now + service_s, _DONE, server, (batch, now))
+
+    def _done(self, server: ModelServer, payload) -> None:
+        batch, started = payload
+        now = self.now
+        server.busy -= 1
+        stats = server.stats
+        stats.success += len(batch)
+        stats.executions += 1
+        stats.compute_s += (now - started) * len(batch)
+        stage = server.stage
+        stage_out = self.stage_out[stage]
+        requests = []
+        for entered, r in batch:
+            stats.queue_s += started - entered
+            stats.done_t.append(now)
+            stats.latency_s.append(now - entered)
+            stage_out[r] = now
+            requests.append(r)
+        if stage + 1 < self.n_stages:
+            nxt = server.pod.servers[stage + 1]
+            if self.handoff_s > 0:
+                self._push(now + self.handoff_s, _HANDOFF, nxt, requests)
+            else:
+                self._enter(nxt, requests)
+        else:
+            ens = self.stats[self.ensemble]
+            arrivals = self.arrivals
+            for r in requests:
+                self.finished[r] = now
+                ens.done_t.append(now)
+                ens.latency_s.append(now - arrivals[r])
+            ens.success += len(requests)
+            ens.executions += len(requests)
+            self._in_flight -= len(requests)
+            ens.pending = self._in_flight
+        self._dispatch(server)
+
+    def _activate(self, pod: Pod, stage: int, config: StageConfig | None) -> None:
+        if stage < 0:  # every stage of a new pod is ready: it joins the load balancer
+            if pod in self.pods:
+                pod.ready = True
+                self._ready = [p for p in self.pods if p.ready]
+                waiting, self._waiting = self._waiting, []
+                for r in waiting:
+                    self._enter(pod.servers[0], [r])
+            return
+        stats = self.stats.setdefault(config.model, ModelStatsLog())
+        pod.servers[stage] = ModelServer(config, stage, pod, stats)
+
+    # -- what Triton's /metrics would say ----------------------------------------------------------
+
+    def sample(self, with_p99: bool = True) -> Sample:
+        now = self.now
+        models = {}
+        for model, s in self.stats.items():
+            models[model] = ModelCounters(
+                success=float(s.success), inferences=float(s.success), executions=float(s.executions),
+                queue_us=s.queue_s * 1e6, compute_us=s.compute_s * 1e6, pending=float(s.pending),
+                p99_us=s.p99_us(now) if with_p99 else None)
+        return Sample(time_s=now, models=models)

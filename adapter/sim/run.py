@@ -1,0 +1,278 @@
+"""One simulated run: a workload, a policy, simulated Triton pods; the live results format.
+
+    arrivals (trace-exact or Poisson) -> Engine (pods, batchers, instances, hand-offs)
+          ^                                   | Triton-style counters every second
+          |                                   v
+    SimActuator <- Sidecar (the live adapter's loop code and pure policy) <- SimSource
+
+The policy side is the live code itself: the `Sidecar` with its policy, predictor and history,
+driven on a virtual clock; only the metrics source and the actuator are simulated. The
+actuator takes as long as the live one: models load one after another (each variant's
+measured `load_s`), the loop is blocked meanwhile and the old configuration keeps serving;
+new pods join after `pod_start_s`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapter import paths
+from adapter.core import policy as core_policy
+from adapter.core.plan import Plan
+from adapter.core.planner import plan_pipeline
+from adapter.core.policy import PolicyConfig
+from adapter.core.profile import Profiles
+from adapter.core.spec import PipelineSpec
+from adapter.errors import ConfigError
+from adapter.experiment import (POLICIES, accuracy_range, held_decision, per_second_rows, policy_setup,
+                                summarise_run, write_results)
+from adapter.monitor.metrics import observation_from_samples
+from adapter.errors import ServerError
+from adapter.serving.actuator import settings_of
+from adapter.serving.repository import read_config_pbtxt
+from adapter.sidecar import LoopSettings, Sidecar, Tick
+from adapter.sim.engine import Engine, StageConfig
+from adapter.sim.service import ServiceTimes
+
+SIM_POLICIES = POLICIES + ("oracle",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimSettings:
+    interval_s: float = 10.0  # between decisions, as `tpa run --interval`
+    poisson: bool = False  # Poisson arrivals instead of the trace-exact schedule Locust sends
+    seed: int = 0
+    handoff_ms: float = 0.1  # ensemble: one step's output to the next step's queue
+    pod_start_s: float = 30.0  # a new Triton pod: scheduled, started, models loaded, ready
+    default_load_s: float = 2.0  # a variant whose profile has no measured load time
+    repoint_s: float = 0.003  # reloading the ensemble with other steps (measured: 2-11 ms)
+    drain_s: float = 10.0  # after the trace: requests unfinished by then count as failed
+    warm_start: bool = False  # start on the policy's plan for the first second's load
+    max_pods: int | None = None  # override the spec's limits.max_pods (the pool)
+
+
+class SimSource:
+    """Triton's /metrics as the simulated pods would expose them, through the monitor's own
+    window arithmetic (`observation_from_samples`)."""
+
+    source = "simulator"
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.want_p99 = False  # the p99 summary is only computed for observations a decision reads
+        self._previous = None
+
+    def observe(self):
+        current = self.engine.sample(with_p99=self.want_p99)
+        previous, self._previous = self._previous, current
+        if previous is None:
+            return None
+        return observation_from_samples(previous, current, source=self.source)
+
+
+class SimActuator:
+    """Applies a plan to the simulated pods with the live actuator's timing."""
+
+    def __init__(self, engine: Engine, profiles: Profiles, settings: SimSettings):
+        self.engine, self.profiles, self.settings = engine, profiles, settings
+        self.configs: list[StageConfig] = []
+        self.busy_s = 0.0  # how long the last reconcile blocked the loop
+
+    def start(self, configs: list[StageConfig], pods: int = 1) -> None:
+        self.configs = list(configs)
+        for _ in range(pods):
+            self.engine.add_pod(self.configs, ready_at=self.engine.now)
+
+    def load_s(self, model: str) -> float:
+        vp = self.profiles.variants.get(model)
+        return vp.load_s if vp is not None and vp.load_s else self.settings.default_load_s
+
+    def reconcile(self, plan: Plan) -> list[str]:
+        now = self.engine.now
+        self.busy_s = 0.0
+        desired = stage_configs(plan)
+        actions: list[str] = []
+        t = now
+        variant_changed = []
+        for stage, (old, new) in enumerate(zip(self.configs, desired)):
+            if old == new:
+                continue
+            t += self.load_s(new.model)
+            kind = "reconfigure" if old.model == new.model else "new"
+            actions.append(f"{kind} {new.model}: {new.instances} instance(s), batch {new.batch}, "
+                           f"queue delay {new.queue_delay_us} us ({(t - now) * 1000:.0f} ms)")
+            if old.model == new.model:  # reloaded in place: serves as soon as it is loaded
+                for pod in self.engine.pods:
+                    self.engine.reconfigure(pod, stage, new, t)
+            else:
+                variant_changed.append(stage)
+        if variant_changed:  # load everything, then re-point the ensemble once
+            t += self.settings.repoint_s
+            for stage in variant_changed:
+                for pod in self.engine.pods:
+                    self.engine.reconfigure(pod, stage, desired[stage], t)
+            actions.append(f"ensemble -> {' -> '.join(c.model for c in desired)}")
+        self.configs = desired
+        pods = len(self.engine.pods)
+        if plan.pods > pods:  # the Deployment scales up; new pods start with the new configs
+            for _ in range(plan.pods - pods):
+                self.engine.add_pod(desired, ready_at=now + self.settings.pod_start_s)
+            actions.append(f"scale {pods} -> {plan.pods} pods")
+        elif plan.pods < pods:
+            for pod in self.engine.pods[plan.pods:]:
+                self.engine.remove_pod(pod)
+            actions.append(f"scale {pods} -> {plan.pods} pods")
+        self.busy_s = t - now
+        return actions
+
+
+def stage_configs(plan: Plan) -> list[StageConfig]:
+    configs = []
+    for stage in plan.stages:
+        if len(stage.variants) != 1:
+            raise ServerError(f"stage {stage.stage}: the simulator applies single-variant plans, "
+                              f"like the Triton actuator")
+        v = stage.variants[0]
+        configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances))
+    return configs
+
+
+def repository_configs(spec: PipelineSpec, ensembles: Path = paths.ENSEMBLES,
+                       models: Path = paths.MODEL_REPOSITORY) -> list[StageConfig]:
+    """What a freshly started Triton serves: the ensemble's steps with their config.pbtxt."""
+    ensemble = read_config_pbtxt(ensembles / spec.ensemble / "config.pbtxt")
+    steps = [step["model_name"] for step in ensemble["ensemble_scheduling"]["step"]]
+    configs = []
+    for model in steps:
+        s = settings_of(read_config_pbtxt(models / model / "config.pbtxt"))
+        configs.append(StageConfig(model, s.preferred_batch_size, s.max_queue_delay_us, s.instances))
+    return configs
+
+
+class FuturePredictor:
+    """The clairvoyant oracle's predictor: the true peak of the trace over the coming horizon."""
+
+    def __init__(self, series: np.ndarray, clock, horizon_s: float):
+        self.series, self.clock, self.horizon_s = np.asarray(series), clock, horizon_s
+
+    def predict(self, history_rps) -> float:
+        start = int(self.clock())
+        window = self.series[start:start + int(np.ceil(self.horizon_s)) + 1]
+        return float(window.max()) if len(window) else 0.0
+
+
+@dataclass
+class SimResult:
+    summary: dict
+    rows: list[dict]
+    decisions: list[dict]
+    stage_latency_ms: dict[str, np.ndarray]  # per stage: every request's time in that stage
+    latency_ms: np.ndarray
+    sent_s: np.ndarray
+
+
+def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy: str,
+             settings: SimSettings = SimSettings(), workload: str = "trace",
+             progress=None) -> SimResult:
+    """Run one policy over a per-second rate series on simulated pods."""
+    from adapter.workloads import arrival_times
+
+    if settings.max_pods is not None:
+        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, max_pods=settings.max_pods))
+    target = [float(v) for v in series]
+    arrivals = arrival_times(series, poisson=settings.poisson, seed=settings.seed)
+    service = ServiceTimes(profiles, max_batch=max(64, *(max(s.batch_sizes) for s in spec.stages)), seed=settings.seed)
+    engine = Engine(spec.ensemble, len(spec.stages), arrivals, service, settings.handoff_ms)
+    actuator = SimActuator(engine, profiles, settings)
+    source = SimSource(engine)
+    clock = lambda: engine.now  # noqa: E731 - the loop's clock is the simulation's
+
+    if policy == "oracle":
+        horizon = settings.interval_s + max(actuator.load_s(v.model) for s in spec.stages for v in s.variants)
+        setup = policy_setup("adapter", spec, profiles, peak_rps=max(target))
+        setup = dataclasses.replace(setup, predictor=FuturePredictor(series, clock, horizon),
+                                    config=PolicyConfig(scale_down_window_s=0.0, max_latency_scale=1.0))
+    elif policy in POLICIES:
+        setup = policy_setup(policy, spec, profiles, peak_rps=max(target))
+    else:
+        raise ConfigError(f"policy: expected one of {', '.join(SIM_POLICIES)}, got {policy!r}")
+
+    ticks: list[tuple[float, Plan | None]] = []
+    decisions: list[dict] = []
+
+    def record(tick: Tick) -> None:
+        when = engine.now + actuator.busy_s  # the live loop records a tick once it has applied it
+        ticks.append((when, tick.decision.plan))
+        decisions.append({"t": round(when, 3), "reason": tick.decision.reason.value,
+                          "message": tick.decision.message, "actions": list(tick.actions),
+                          "error": tick.error})
+
+    sidecar = Sidecar(setup.spec, profiles, source, actuator, setup.predictor, config=setup.config,
+                      settings=LoopSettings(interval_s=settings.interval_s), clock=clock, on_tick=record)
+    static = None
+    if setup.static_rps is not None:
+        static = plan_pipeline(setup.spec, profiles, setup.static_rps)
+        actuator.start(stage_configs(static), static.pods)
+        record(Tick(0.0, held_decision(static), (), None))
+    elif settings.warm_start:
+        first = plan_pipeline(setup.spec, profiles, target[0] if target else 0.0)
+        actuator.start(stage_configs(first), first.pods)
+        sidecar.state = core_policy.applied(sidecar.state, first)
+        record(Tick(0.0, held_decision(first), (), None))
+    else:
+        actuator.start(repository_configs(spec))
+
+    end = len(target)
+    t, next_decision = 0.0, settings.interval_s
+    while t < end:
+        engine.run_until(t)
+        source.want_p99 = t + 1.0 >= next_decision
+        sidecar.observe()
+        if t >= next_decision:
+            if static is not None:  # level-triggered: the static plan is only reconciled
+                actions = tuple(actuator.reconcile(static))
+                record(Tick(t, held_decision(static), actions, None))
+            else:
+                sidecar.decide_and_apply()
+            # As Sidecar.run: a slow actuation skips the ticks it overran, no catch-up burst.
+            next_decision = max(next_decision + settings.interval_s,
+                                t + actuator.busy_s + settings.interval_s / 2)
+            t += actuator.busy_s
+            actuator.busy_s = 0.0
+        t += 1.0
+        if progress is not None:
+            progress(min(t, end))
+    engine.run_until(end + settings.drain_s)
+
+    finished = np.asarray(engine.finished)
+    failed = finished < 0  # still queued when the run ended
+    sent = np.asarray(arrivals)
+    latency_ms = np.where(failed, end + settings.drain_s - sent, finished - sent) * 1000.0
+    stage_ms = {}
+    for s, stage in enumerate(spec.stages):
+        entered, left = np.asarray(engine.stage_in[s]), np.asarray(engine.stage_out[s])
+        done = left >= 0
+        stage_ms[stage.name] = (left[done] - entered[done]) * 1000.0
+    rows = per_second_rows(sent, latency_ms, failed, ticks, target, spec.sla_ms, accuracy_range(spec))
+    summary = summarise_run(rows, latency_ms, failed, {
+        "policy": policy, "workload": workload, "simulated": True,
+        "arrivals": "poisson" if settings.poisson else "trace-exact", "interval_s": settings.interval_s,
+        "sla_ms": spec.sla_ms, "seconds": end, "max_pods": spec.limits.max_pods,
+        "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})
+    summary["stage_p99_ms"] = {name: round(float(np.percentile(ms, 99)), 2) if len(ms) else None
+                               for name, ms in stage_ms.items()}
+    summary["max_pods_used"] = max((p.pods for _, p in ticks if p is not None), default=1)
+    return SimResult(summary, rows, decisions, stage_ms, latency_ms, sent)
+
+
+def write_sim_results(out: Path, result: SimResult, spec: PipelineSpec) -> Path:
+    """The live experiment's results folder: per_second.csv, summary.json, decisions.json, plot.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decisions.json").write_text(json.dumps(result.decisions, indent=1) + "\n")
+    result.summary["plot"] = str(write_results(out, result.rows, result.summary, [s.name for s in spec.stages]))
+    return out
