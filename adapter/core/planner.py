@@ -64,18 +64,33 @@ def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: M
     check_profiles(spec, profiles)
     pods_list = P.pod_counts(spec, mode)
 
-    def grids_of(feasible_only: bool) -> dict:
+    def grids_of(feasible_only: bool, counts: list[int] = pods_list) -> dict:
         return {(pods, s): P.grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom, current=current,
                                   sla_ms=spec.sla_ms, feasible_only=feasible_only)
-                for pods in pods_list for s in range(len(spec.stages))}
+                for pods in counts for s in range(len(spec.stages))}
 
-    # Only the rows that can be picked (the same rows, in the same order, as filtering the full
-    # grid); the full grid is built only to diagnose an infeasible load.
-    problem = P.presolve(P.build(spec, profiles, rps, mode=mode, headroom=headroom, current=current,
-                                 grids=grids_of(True)))
-    sel = solve(problem)
-    if sel is not None:
-        return _assemble(spec, profiles, problem, sel, rps, mode, current, solver, True, Reason.OPTIMAL, "")
+    # Pod counts are searched in rounds, fewest first (4, then doubling while nothing is
+    # feasible); once a plan is found, only the pod counts whose objective bound can still beat
+    # it are searched. Exact: a pod count is skipped only when no plan with it can be better.
+    # Each round builds only the rows that can be picked (the same rows, in the same order, as
+    # filtering the full grid); the full grid is built only to diagnose an infeasible load.
+    best = None
+    done, upto = 0, min(4, len(pods_list))
+    while done < upto:
+        counts = pods_list[done:upto]
+        problem = P.presolve(P.build(spec, profiles, rps, mode=mode, headroom=headroom, current=current,
+                                     grids=grids_of(True, counts), pods_list=counts))
+        sel = solve(problem)
+        if sel is not None and (best is None or P.objective(problem, sel) > P.objective(*best) + 1e-12):
+            best = (problem, sel)
+        done = upto
+        if best is None:
+            upto = min(len(pods_list), 2 * upto)
+        else:
+            value = P.objective(*best)
+            upto = sum(1 for pods in pods_list if P.objective_bound(spec, mode, pods) >= value - 1e-9)
+    if best is not None:
+        return _assemble(spec, profiles, *best, rps, mode, current, solver, True, Reason.OPTIMAL, "")
     grids = grids_of(False)
     reason, message, be_problem, be_sel = _diagnose(spec, grids, pods_list, rps, headroom, solve)
     return _assemble(spec, profiles, be_problem, be_sel, rps, mode, current, solver, False, reason, message)

@@ -244,13 +244,27 @@ def pod_counts(spec: PipelineSpec, mode: Mode) -> list[int]:
     return [spec.limits.max_pods] if mode is Mode.FIXED else list(range(1, spec.limits.max_pods + 1))
 
 
+def objective_bound(spec: PipelineSpec, mode: Mode, pods: int) -> float:
+    """An upper bound on the objective of any plan with `pods` pods: the best accuracy, every
+    stage on one instance of its cheapest variant in every pod, the smallest batches, no
+    switching. It falls with the pod count, so pod counts past the first whose bound is below a
+    plan already found need not be searched."""
+    obj = spec.objective
+    beta = FIXED_MODE_COST_WEIGHT if mode is Mode.FIXED else obj.beta
+    best = combine([max(normalized_accuracies(st, spec.normalize)) for st in spec.stages], spec.combine)
+    cheapest = sum(min(v.resources.cost for v in st.variants) for st in spec.stages)
+    return obj.alpha * best - beta * pods * cheapest - obj.gamma * sum(min(st.batch_sizes) for st in spec.stages)
+
+
 def build(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode, headroom: float,
-          current: Plan | None, grids: Mapping[tuple[int, int], Grid] | None = None) -> Problem:
-    """The planning problem proper (rows filtered by capacity, SLA and pod size)."""
+          current: Plan | None, grids: Mapping[tuple[int, int], Grid] | None = None,
+          pods_list: list[int] | None = None) -> Problem:
+    """The planning problem proper (rows filtered by capacity, SLA and pod size), over the
+    given pod counts (default: all the spec allows)."""
     cases = []
     cur_stages, cur_pods = _current_map(current)
     obj = spec.objective
-    for pods in pod_counts(spec, mode):
+    for pods in pods_list or pod_counts(spec, mode):
         stages = []
         for s in range(len(spec.stages)):
             g = grids[(pods, s)] if grids else grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom,

@@ -265,3 +265,25 @@ def test_split_mode_sends_what_the_accurate_variant_can_take():
         assert shares == pytest.approx({"slow": 0.5, "fast": 0.5})  # 66 rps / 1.2 headroom = 55 rps: 50% fits, 60% does not
         assert split.accuracy == pytest.approx(0.7)
         assert split.objective > single.objective
+
+
+@pytest.mark.parametrize("mode", [Mode.SINGLE, Mode.SPLIT])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=os.environ.get("TPA_PROPERTY_RANDOM") is None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_pod_count_pruning_keeps_the_optimum(mode, seed):
+    """Many pods (the planner searches pod counts in rounds and skips the ones whose bound
+    cannot win): the same objective as one search over every pod count."""
+    from adapter.core import problem as P
+    from adapter.core import solve_exact
+
+    spec, profiles, rps, rng = _instance(seed, mode)
+    spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, max_pods=int(rng.integers(5, 40))))
+    rps *= float(rng.uniform(1, 20))  # loads that need several pods
+    full = P.presolve(P.build(spec, profiles, rps, mode=mode, headroom=spec.headroom, current=None))
+    sel = solve_exact.solve(full)
+    plan = plan_pipeline(spec, profiles, rps, mode=mode)
+    assert plan.feasible == (sel is not None)
+    if sel is not None:
+        assert plan.objective == pytest.approx(P.objective(full, sel), rel=1e-9, abs=1e-9)
+        assert P.objective_bound(spec, mode, plan.pods) >= plan.objective - 1e-9
