@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -221,6 +222,20 @@ def plot(path: Path, rows: list[dict], summary: dict, stages: list[str]) -> Path
     return path
 
 
+def traced_stage_p99(trace: Path, spec: PipelineSpec) -> dict[str, float | None]:
+    """Each stage's server-side p99 over the run, from Triton's request trace: from when the
+    ensemble handed the request to the stage's model until its output was ready."""
+    from adapter.serving.tracing import stage_latencies
+
+    times = stage_latencies(trace, spec.ensemble)
+    out = {}
+    for stage in spec.stages:
+        ms = [times[v.model].response_ms for v in stage.variants if v.model in times]
+        joined = np.concatenate(ms) if ms else np.array([])
+        out[stage.name] = round(float(np.percentile(joined, 99)), 2) if len(joined) else None
+    return out
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy: str, out: Path,
@@ -229,6 +244,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
     from adapter.commands.run import build_sidecar
     from adapter.core.planner import plan_pipeline
     from adapter.serving.launcher import LocalTriton
+    from adapter.serving.tracing import trace_args
     from adapter.workloads import load_rps_file, named_workload, time_scale as scale
 
     series = load_rps_file(trace_file) if trace_file else named_workload(workload)
@@ -248,7 +264,9 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
             on_tick(tick)
 
     stop = threading.Event()
-    with LocalTriton(log_path=out / "triton.log") as triton:
+    trace = out / "trace" / "trace.json"  # every request's per-stage timestamps (Triton's trace)
+    shutil.rmtree(trace.parent, ignore_errors=True)
+    with LocalTriton(log_path=out / "triton.log", extra_args=trace_args(trace)) as triton:
         sidecar = build_sidecar(setup.spec, profiles, triton.endpoints, interval_s=interval_s,
                                 on_tick=record)
         sidecar.predictor, sidecar.config = setup.predictor, setup.config
@@ -285,6 +303,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
         "policy": policy, "workload": str(trace_file or workload), "time_scale": time_scale,
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})
+    summary["stage_p99_ms"] = traced_stage_p99(trace, spec)
     (out / "decisions.json").write_text(json.dumps(decisions, indent=1) + "\n")
     summary["plot"] = str(write_results(out, rows, summary, [s.name for s in spec.stages]))
     return summary

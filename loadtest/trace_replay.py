@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 
 import gevent
+import gevent.pool
+import numpy as np
 from locust import LoadTestShape, User, events, task
 
 from triton_users import TritonCaller, init_gevent_grpc
@@ -30,6 +32,8 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="compress time by this factor (4: a 1200 s trace runs in 300 s)")
     parser.add_argument("--damping", type=float, default=8.0, help="IPA's damping of the Twitter trace")
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="seconds to wait for requests in flight after the trace ends (default: 10)")
 
 
 def load_schedule(options) -> list[float]:
@@ -51,17 +55,21 @@ class TraceReplayUser(User):
 
     @task
     def replay(self) -> None:
+        from adapter.workloads import arrival_times
+
+        options = self.environment.parsed_options
         t0 = time.time()
-        carry = 0.0  # fractional requests roll over, so every window gets its exact share
-        for second, rate in enumerate(self.schedule):
-            carry += rate
-            count = int(carry)
-            carry -= count
-            for k in range(count):
-                at = t0 + second + k / count
-                gevent.spawn_later(max(0.0, at - time.time()), self.caller.call, at)
+        # The same schedule the simulator replays: each second's requests evenly spread.
+        sends = arrival_times(np.asarray(self.schedule))
+        requests = gevent.pool.Group()
+        for second in range(len(self.schedule)):
+            for at in sends[np.searchsorted(sends, second):np.searchsorted(sends, second + 1)]:
+                requests.add(gevent.spawn_later(max(0.0, t0 + at - time.time()), self.caller.call, t0 + at))
             gevent.sleep(max(0.0, t0 + second + 1 - time.time()))
-        gevent.sleep(5)  # let the last requests finish before the shape stops the test
+        # Let the last requests finish; those still queued after the drain are killed, and
+        # each is recorded as a failure ("unfinished"), so none is lost from the results.
+        requests.join(timeout=options.drain)
+        requests.kill(block=True, timeout=5)
         self.environment.runner.quit()
 
 
@@ -74,6 +82,6 @@ class TraceShape(LoadTestShape):
     def tick(self):
         if self.schedule_s is None:
             self.schedule_s = len(load_schedule(self.runner.environment.parsed_options))
-        if self.get_run_time() > self.schedule_s + 60:
+        if self.get_run_time() > self.schedule_s + self.runner.environment.parsed_options.drain + 60:
             return None
         return (1, 1)

@@ -7,6 +7,7 @@ import json
 import random
 import time
 
+import gevent
 import numpy as np
 from locust import events
 
@@ -34,6 +35,9 @@ def _add_arguments(parser) -> None:
                         help="write every request (scheduled time, latency, error) as JSON lines")
 
 
+HTTP_CONNECTIONS = 256
+
+
 class TritonCaller:
     """One Triton client; `call()` sends one text and fires Locust's request event."""
 
@@ -45,10 +49,15 @@ class TritonCaller:
         host = host.removeprefix("http://").removeprefix("https://").rstrip("/")
         if self.protocol == "grpc":
             import tritonclient.grpc as module
+
+            self.client = module.InferenceServerClient(host)  # one channel multiplexes every call
         else:
             import tritonclient.http as module  # geventhttpclient: gevent-native
+
+            # One connection per request in flight: the client's default (1) would queue an
+            # open-loop load in the client, one request at a time, so Triton could never batch.
+            self.client = module.InferenceServerClient(host, concurrency=HTTP_CONNECTIONS)
         self.module = module
-        self.client = module.InferenceServerClient(host)
         self.texts = real_texts()
 
     def call(self, scheduled_at: float | None = None) -> None:
@@ -64,6 +73,12 @@ class TritonCaller:
             self.client.infer(self.model, [tensor])
         except Exception as exc:  # reported to Locust as a failure
             exception = exc
+        except gevent.GreenletExit:  # the run ended first: recorded, not lost
+            self._report(since, text, RuntimeError("unfinished when the run ended"))
+            raise
+        self._report(since, text, exception)
+
+    def _report(self, since: float, text: str, exception: Exception | None) -> None:
         self.environment.events.request.fire(
             request_type=self.protocol, name=self.model, response_time=(time.time() - since) * 1000,
             response_length=len(text), exception=exception, context={}, start_time=since)
