@@ -61,8 +61,10 @@ class ServiceTimes:
 
 def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, float]]:
     """(mu, sigma) of ln(service ms) for batch sizes 0..max_batch (index 0 unused)."""
-    single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)]
-    p50_fit = fit_latency([m.batch_size for m in single], [m.p50_ms for m in single])
+    p50_fit = vp.latency  # a profile without measurements (synthetic): service time = its p99
+    if vp.measurements:
+        single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)]
+        p50_fit = fit_latency([m.batch_size for m in single], [m.p50_ms for m in single])
     table = [(0.0, 0.0)]
     for b in range(1, max_batch + 1):
         p50 = max(float(p50_fit.p99_ms(b)), 1e-3)  # the fit's evaluator, applied to the p50 fit

@@ -1,0 +1,121 @@
+"""Simulated runs end to end: the live Sidecar and policies on simulated pods (no servers)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from adapter import paths
+from adapter.core.profile import load_profiles
+from adapter.core.spec import load_spec
+from adapter.errors import ConfigError
+from adapter.sim.run import SimSettings, SimActuator, repository_configs, simulate, stage_configs, write_sim_results
+from adapter.sim.engine import Engine
+from adapter.sim.service import ServiceTimes
+
+SPEC = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
+PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+
+
+def step(low: float, high: float, seconds: int = 120) -> np.ndarray:
+    return np.array([low] * (seconds // 2) + [high] * (seconds - seconds // 2))
+
+
+def test_a_run_has_the_live_results_format(tmp_path):
+    result = simulate(SPEC, PROFILES, step(5, 30), "adapter", SimSettings(interval_s=5), workload="step")
+    out = write_sim_results(tmp_path / "run", result, SPEC)
+    rows = list(csv.DictReader((out / "per_second.csv").open()))
+    assert len(rows) == 120
+    for column in ("target_rps", "achieved_rps", "p99_ms", "sla_misses", "langid_variant", "embed_variant",
+                   "capacity_rps", "normalised_accuracy", "cost_cores"):
+        assert column in rows[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == int(step(5, 30).sum())
+    assert summary["simulated"] and summary["decisions"] >= 1
+    assert set(summary["stage_p99_ms"]) == {"langid", "embed"}
+    assert (out / "plot.png").stat().st_size > 10_000
+    decisions = json.loads((out / "decisions.json").read_text())
+    assert any(d["reason"] == "Apply" and d["actions"] for d in decisions)
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another():
+    a = simulate(SPEC, PROFILES, step(5, 30), "adapter", SimSettings(interval_s=5, seed=1))
+    b = simulate(SPEC, PROFILES, step(5, 30), "adapter", SimSettings(interval_s=5, seed=1))
+    c = simulate(SPEC, PROFILES, step(5, 30), "adapter", SimSettings(interval_s=5, seed=2))
+    assert np.array_equal(a.latency_ms, b.latency_ms)
+    assert not np.array_equal(a.latency_ms, c.latency_ms)
+
+
+def test_poisson_arrivals_keep_the_rate_but_not_the_schedule():
+    exact = simulate(SPEC, PROFILES, step(20, 20), "static-cheapest", SimSettings())
+    poisson = simulate(SPEC, PROFILES, step(20, 20), "static-cheapest", SimSettings(poisson=True))
+    assert len(exact.sent_s) == 2400
+    assert len(poisson.sent_s) == pytest.approx(2400, rel=0.1)
+    assert np.allclose(np.diff(exact.sent_s[:20]), 0.05)
+
+
+def test_an_overloaded_static_plan_misses_and_an_adaptive_one_does_not():
+    load = step(30, 30)
+    accurate = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings())
+    adaptive = simulate(SPEC, PROFILES, load, "adapter", SimSettings(warm_start=True))
+    assert accurate.summary["sla_miss_pct"] > 50  # the most accurate variants cannot carry 30 rps on 2 cores
+    assert adaptive.summary["sla_miss_pct"] < 1
+
+
+def test_a_variant_swap_takes_the_measured_load_time_and_blocks_the_loop():
+    engine = Engine(SPEC.ensemble, 2, np.array([]), ServiceTimes(PROFILES))
+    actuator = SimActuator(engine, PROFILES, SimSettings(default_load_s=2.0))
+    actuator.start(repository_configs(SPEC))
+    from adapter.core.planner import plan_pipeline
+
+    plan = plan_pipeline(SPEC, PROFILES, 25.0)
+    actions = actuator.reconcile(plan)
+    changed = sum(1 for a, b in zip(repository_configs(SPEC), stage_configs(plan)) if a != b)
+    expected = sum(actuator.load_s(c.model) for a, c in zip(repository_configs(SPEC), stage_configs(plan)) if a != c)
+    assert changed >= 1 and actions
+    assert actuator.busy_s == pytest.approx(expected + (0.003 if any(
+        a.model != c.model for a, c in zip(repository_configs(SPEC), stage_configs(plan))) else 0))
+    assert actuator.reconcile(plan) == [] and actuator.busy_s == 0  # level-triggered: nothing to do
+
+
+def test_the_pool_scales_pods_and_new_pods_start_late():
+    spec = dataclasses.replace(SPEC, limits=dataclasses.replace(SPEC.limits, max_pods=20))
+    result = simulate(spec, PROFILES, step(20, 400, 240), "adapter",
+                      SimSettings(interval_s=10, pod_start_s=30, warm_start=True))
+    pods = [int(r["pods"]) for r in result.rows if "pods" in r]
+    assert max(pods) >= pods[0] + 2
+    assert result.summary["max_pods_used"] == max(pods)
+    # While the new pods start, the burst queues: misses happen, but only around the step.
+    late = result.rows[200:]
+    assert sum(r["sla_misses"] for r in late) == 0
+
+
+def test_the_oracle_plans_for_the_load_that_is_coming():
+    result = simulate(SPEC, PROFILES, step(5, 30), "oracle", SimSettings(interval_s=5))
+    before_step = [r for r in result.rows[40:60] if "capacity_rps" in r]
+    # Ahead of the step at 60 s, the oracle already holds capacity for 30 rps.
+    assert before_step[-1]["capacity_rps"] >= 30
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ConfigError, match="policy: expected one of .*oracle"):
+        simulate(SPEC, PROFILES, step(5, 5), "fastest")
+
+
+def test_cli_runs_a_trace_file_and_has_help(tmp_path, capsys):
+    from adapter.cli import main
+
+    trace = tmp_path / "ramp.txt"
+    trace.write_text("\n".join(str(v) for v in range(1, 41)) + "\n")
+    assert main(["simulate", "--trace-file", str(trace), "--policy", "ipa", "--interval", "5",
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "ramp-ipa" / "summary.json").read_text())
+    assert summary["requests"] == sum(range(1, 41))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--help"])
+    assert exit_info.value.code == 0
+    assert "--max-pods" in capsys.readouterr().out
