@@ -284,7 +284,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
                "--csv", str(out / "locust"), "--only-summary"]
         cmd += ["--trace-file", str(trace_file)] if trace_file else ["--workload", workload]
         loop.start()
-        t0 = time.time()
+        loop_started = t0 = time.time()
         with (out / "locust.log").open("w") as locust_log:
             result = subprocess.run(cmd, stdout=locust_log, stderr=subprocess.STDOUT)
         stop.set()
@@ -304,6 +304,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})
     summary["stage_p99_ms"] = traced_stage_p99(trace, spec)
+    summary["adapter_lead_s"] = round(t0 - loop_started, 3)  # the loop ran this long before the load
     (out / "decisions.json").write_text(json.dumps(decisions, indent=1) + "\n")
     summary["plot"] = str(write_results(out, rows, summary, [s.name for s in spec.stages]))
     return summary

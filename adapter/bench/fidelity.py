@@ -76,6 +76,19 @@ def table(results: list[dict], stages: list[str]) -> str:
     return "\n".join(lines)
 
 
+def adapter_lead_s(live_dir: Path, interval_s: float) -> float:
+    """How long the live adapter's loop ran before the first request (runs that predate the
+    summary's `adapter_lead_s`): its first decision came one interval after it started, and
+    was recorded once its actions (each with its duration in ms) were done."""
+    import re
+
+    first = json.loads((live_dir / "decisions.json").read_text())[0]
+    acting_s = sum(int(m) for a in first["actions"] for m in re.findall(r"\((\d+) ms\)$", a)) / 1000
+    first_decision = first["t"] - acting_s
+    t0 = min(json.loads(line)["t"] for line in (live_dir / "requests.jsonl").read_text().splitlines())
+    return max(0.0, t0 - (first_decision - interval_s))
+
+
 def read_rows(path: Path) -> list[dict]:
     import csv
 
@@ -117,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                            interval_s=args.interval)
         live = json.loads((live_dir / "summary.json").read_text())
         series = time_scale(named_workload(workload), args.time_scale)
+        lead = live.get("adapter_lead_s", adapter_lead_s(live_dir, args.interval))
         sims = []
         for seed in range(args.seeds):
             sims.append(simulate(spec, profiles, series, policy,
-                                 SimSettings(interval_s=args.interval, seed=seed), workload=workload))
+                                 SimSettings(interval_s=args.interval, seed=seed, lead_s=lead), workload=workload))
         # The median run by SLA miss, so that one unlucky draw does not decide the comparison.
         sim = sorted(sims, key=lambda r: r.summary["sla_miss_pct"])[len(sims) // 2]
         sim.summary["stage_p99_ms"] = {s: float(np.median([r.summary["stage_p99_ms"][s] or np.nan for r in sims]))

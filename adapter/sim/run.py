@@ -54,6 +54,7 @@ class SimSettings:
     drain_s: float = 10.0  # after the trace: requests unfinished by then count as failed
     warm_start: bool = False  # start on the policy's plan for the first second's load
     max_pods: int | None = None  # override the spec's limits.max_pods (the pool)
+    lead_s: float = 0.0  # the adapter's loop starts this long before the trace's first request
 
 
 class SimSource:
@@ -88,9 +89,13 @@ class SimActuator:
         for _ in range(pods):
             self.engine.add_pod(self.configs, ready_at=self.engine.now)
 
-    def load_s(self, model: str) -> float:
+    def load_s(self, model: str, instances: int | None = None) -> float:
+        """The measured time to load `model` with that many instances (a reload starts them all)."""
         vp = self.profiles.variants.get(model)
-        return vp.load_s if vp is not None and vp.load_s else self.settings.default_load_s
+        if vp is None or vp.load_s is None:
+            return self.settings.default_load_s
+        same = [m.load_s for m in vp.measurements if m.instances == instances and m.load_s is not None]
+        return float(np.median(same)) if same else vp.load_s
 
     def reconcile(self, plan: Plan) -> list[str]:
         now = self.engine.now
@@ -102,7 +107,7 @@ class SimActuator:
         for stage, (old, new) in enumerate(zip(self.configs, desired)):
             if old == new:
                 continue
-            t += self.load_s(new.model)
+            t += self.load_s(new.model, new.instances)
             kind = "reconfigure" if old.model == new.model else "new"
             actions.append(f"{kind} {new.model}: {new.instances} instance(s), batch {new.batch}, "
                            f"queue delay {new.queue_delay_us} us ({(t - now) * 1000:.0f} ms)")
@@ -161,7 +166,7 @@ class FuturePredictor:
         self.series, self.clock, self.horizon_s = np.asarray(series), clock, horizon_s
 
     def predict(self, history_rps) -> float:
-        start = int(self.clock())
+        start = max(0, int(self.clock()))
         window = self.series[start:start + int(np.ceil(self.horizon_s)) + 1]
         return float(window.max()) if len(window) else 0.0
 
@@ -188,6 +193,7 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     arrivals = arrival_times(series, poisson=settings.poisson, seed=settings.seed)
     service = ServiceTimes(profiles, max_batch=max(64, *(max(s.batch_sizes) for s in spec.stages)), seed=settings.seed)
     engine = Engine(spec.ensemble, len(spec.stages), arrivals, service, settings.handoff_ms)
+    engine.now = -settings.lead_s
     actuator = SimActuator(engine, profiles, settings)
     source = SimSource(engine)
     clock = lambda: engine.now  # noqa: E731 - the loop's clock is the simulation's
@@ -228,7 +234,8 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
         actuator.start(repository_configs(spec))
 
     end = len(target)
-    t, next_decision = 0.0, settings.interval_s
+    t = -settings.lead_s
+    next_decision = t + settings.interval_s
     while t < end:
         engine.run_until(t)
         source.want_p99 = t + 1.0 >= next_decision

@@ -75,7 +75,7 @@ def test_a_variant_swap_takes_the_measured_load_time_and_blocks_the_loop():
     plan = plan_pipeline(SPEC, PROFILES, 25.0)
     actions = actuator.reconcile(plan)
     changed = sum(1 for a, b in zip(repository_configs(SPEC), stage_configs(plan)) if a != b)
-    expected = sum(actuator.load_s(c.model) for a, c in zip(repository_configs(SPEC), stage_configs(plan)) if a != c)
+    expected = sum(actuator.load_s(c.model, c.instances) for a, c in zip(repository_configs(SPEC), stage_configs(plan)) if a != c)
     assert changed >= 1 and actions
     assert actuator.busy_s == pytest.approx(expected + (0.003 if any(
         a.model != c.model for a, c in zip(repository_configs(SPEC), stage_configs(plan))) else 0))
