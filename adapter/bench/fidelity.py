@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=Path)
     parser.add_argument("--case", action="append", dest="cases", metavar="WORKLOAD:POLICY",
                         help=f"repeatable (default: {' '.join(DEFAULT_CASES)})")
-    parser.add_argument("--time-scale", type=float, default=20.0, help="(default: %(default)s)")
+    parser.add_argument("--time-scale", type=float, default=10.0, help="(default: %(default)s)")
     parser.add_argument("--interval", type=float, default=5.0, help="(default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="simulations per case (service-time draws); the median is compared (default: %(default)s)")

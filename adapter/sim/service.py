@@ -2,9 +2,9 @@
 
 The profile holds, per batch size, the p50 and p99 latency of one batch measured at
 concurrency 1. A batch's service time is drawn from the lognormal distribution with that
-median and that p99 (sigma = ln(p99 / p50) / z_0.99), where p50(b) and p99(b) are fitted over
-the batch size the same way the planner fits p99 (`profile.fit_latency`), so batch sizes
-between measured ones interpolate.
+median and that p99 (sigma = ln(p99 / p50) / z_0.99). The measured points are used as they
+are (the planner's smooth fit can be 20 % off at one batch size, and the simulator is judged
+on p99s), interpolated between measured batch sizes.
 
 n instances of a CPU model share the pod's cores: when m of them are busy, each batch takes
 m / (1 + (m - 1) * e) times longer (e = the measured instance efficiency), which is what the
@@ -60,14 +60,26 @@ class ServiceTimes:
 
 
 def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, float]]:
-    """(mu, sigma) of ln(service ms) for batch sizes 0..max_batch (index 0 unused)."""
-    p50_fit = vp.latency  # a profile without measurements (synthetic): service time = its p99
-    if vp.measurements:
-        single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)]
-        p50_fit = fit_latency([m.batch_size for m in single], [m.p50_ms for m in single])
+    """(mu, sigma) of ln(service ms) for batch sizes 0..max_batch (index 0 unused).
+
+    The measured p50 and p99 at the measured batch sizes, linear in between; past the largest
+    measured size, the fits (p50 fitted like the planner's p99). A profile without measurements
+    (synthetic) has a fixed service time: its p99 fit."""
+    single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)] \
+        if vp.measurements else []
+    sizes = np.array([m.batch_size for m in single], dtype=float)
+    order = np.argsort(sizes)
+    p50_fit = vp.latency
+    if single:
+        p50_fit = fit_latency(sizes, [m.p50_ms for m in single])
     table = [(0.0, 0.0)]
     for b in range(1, max_batch + 1):
-        p50 = max(float(p50_fit.p99_ms(b)), 1e-3)  # the fit's evaluator, applied to the p50 fit
-        p99 = max(float(vp.latency.p99_ms(b)), p50)
+        if single and b <= sizes.max():
+            p50 = float(np.interp(b, sizes[order], np.array([m.p50_ms for m in single])[order]))
+            p99 = float(np.interp(b, sizes[order], np.array([m.p99_ms for m in single])[order]))
+        else:
+            p50, p99 = float(p50_fit.p99_ms(b)), float(vp.latency.p99_ms(b))  # the fits' evaluator
+        p50 = max(p50, 1e-3)
+        p99 = max(p99, p50)
         table.append((math.log(p50), min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
     return table

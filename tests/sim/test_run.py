@@ -59,10 +59,10 @@ def test_poisson_arrivals_keep_the_rate_but_not_the_schedule():
 
 
 def test_an_overloaded_static_plan_misses_and_an_adaptive_one_does_not():
-    load = step(30, 30)
+    load = step(150, 150)
     accurate = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings())
     adaptive = simulate(SPEC, PROFILES, load, "adapter", SimSettings(warm_start=True))
-    assert accurate.summary["sla_miss_pct"] > 50  # the most accurate variants cannot carry 30 rps on 2 cores
+    assert accurate.summary["sla_miss_pct"] > 50  # the most accurate variants cannot carry 150 rps on 2 cores
     assert adaptive.summary["sla_miss_pct"] < 1
 
 
@@ -84,14 +84,15 @@ def test_a_variant_swap_takes_the_measured_load_time_and_blocks_the_loop():
 
 def test_the_pool_scales_pods_and_new_pods_start_late():
     spec = dataclasses.replace(SPEC, limits=dataclasses.replace(SPEC.limits, max_pods=20))
-    result = simulate(spec, PROFILES, step(20, 400, 240), "adapter",
+    result = simulate(spec, PROFILES, step(20, 400, 240), "ipa",
                       SimSettings(interval_s=10, pod_start_s=30, warm_start=True))
     pods = [int(r["pods"]) for r in result.rows if "pods" in r]
-    assert max(pods) >= pods[0] + 2
+    assert pods[0] == 1 and max(pods) >= 3
     assert result.summary["max_pods_used"] == max(pods)
-    # While the new pods start, the burst queues: misses happen, but only around the step.
-    late = result.rows[200:]
-    assert sum(r["sla_misses"] for r in late) == 0
+    # The step at 120 s is seen at the 130 s decision; its pods serve from about 160 s: until
+    # then the queue builds, then drains, and no request misses afterwards.
+    assert all(r["sla_misses"] > 0 for r in result.rows[125:155])
+    assert sum(r["sla_misses"] for r in result.rows[180:]) == 0
 
 
 def test_the_oracle_plans_for_the_load_that_is_coming():

@@ -1,0 +1,59 @@
+"""A short live experiment end to end (real Triton, Locust's trace replay, the adapter), and the
+simulator run on the same trace compared with it the way the fidelity script does."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from adapter import paths
+from adapter.bench.fidelity import adapter_lead_s, compare
+from adapter.core.profile import load_profiles
+from adapter.core.spec import load_spec
+from adapter.experiment import run_experiment
+from adapter.sim.run import SimSettings, simulate
+
+SPEC = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
+PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment")
+    trace = out / "ramp.txt"
+    rates = [10] * 8 + [25] * 12
+    trace.write_text("\n".join(map(str, rates)) + "\n")
+    summary = run_experiment(SPEC, PROFILES, "ramp", "adapter", out / "run", interval_s=5.0, trace_file=trace)
+    return out / "run", summary, rates
+
+
+def test_every_scheduled_request_is_in_the_results(live_run):
+    run, summary, rates = live_run
+    assert summary["requests"] == sum(rates)  # none lost: unfinished ones would be failures
+    assert summary["failed"] == 0
+    rows = list(csv.DictReader((run / "per_second.csv").open()))
+    assert [int(r["achieved_rps"]) for r in rows] == rates
+    assert (run / "plot.png").stat().st_size > 10_000
+
+
+def test_the_trace_gives_each_stages_server_side_p99(live_run):
+    run, summary, _ = live_run
+    stage = summary["stage_p99_ms"]
+    assert set(stage) == {"langid", "embed"}
+    assert 0 < stage["langid"] < summary["p99_ms"] and 0 < stage["embed"] < summary["p99_ms"]
+    assert 0 < summary["adapter_lead_s"] < 30
+    assert adapter_lead_s(run, 5.0) == pytest.approx(summary["adapter_lead_s"], abs=1.5)
+
+
+def test_the_simulation_of_the_same_run_compares_with_it(live_run):
+    run, live, rates = live_run
+    sim = simulate(SPEC, PROFILES, rates, "adapter", SimSettings(interval_s=5.0, lead_s=live["adapter_lead_s"]))
+    assert sim.summary["requests"] == live["requests"]
+    rows = list(csv.DictReader((run / "per_second.csv").open()))
+    result = compare(live, sim.summary, rows, sim.rows, ["langid", "embed"])
+    assert result["same_variants"] is not None
+    for stage in ("langid", "embed"):
+        assert result["stages"][stage]["live_p99_ms"] and result["stages"][stage]["sim_p99_ms"]
+    json.dumps(result)  # what fidelity.json holds
