@@ -13,12 +13,14 @@ latency model is fitted by `adapter.core.profile.fit`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -105,7 +107,10 @@ def _throughput_run(endpoints: Endpoints, model: str, outputs: list[str],
 
 def measure_variant(endpoints: Endpoints, model: str, stage: str, texts: list[str],
                     settings: ProfileSettings,
-                    progress: Callable[[str], None] = lambda _: None) -> list[Measurement]:
+                    progress: Callable[[str], None] = lambda _: None,
+                    windows: dict | None = None) -> list[Measurement]:
+    """`windows`, when given, gets each point's latency run as (model, b, n) -> (start, end) on
+    the monotonic clock, which is Triton's trace clock (see `with_server_latency`)."""
     repository = ModelRepository(endpoints)
     client = TextClient(endpoints, "grpc")
     outputs = OUTPUTS[stage]
@@ -123,7 +128,10 @@ def measure_variant(endpoints: Endpoints, model: str, stage: str, texts: list[st
                 # (the longest 1% of texts are 3-4x the median), which a few reused texts miss.
                 batches = [[texts[(i * b + j) % len(texts)] for j in range(b)]
                            for i in range(settings.warmup_requests + settings.max_requests)]
+                started = time.monotonic()
                 latencies = _latency_run(client, model, outputs, batches, settings)
+                if windows is not None:
+                    windows[(model, b, n)] = (started, time.monotonic())
                 throughput = _throughput_run(endpoints, model, outputs, batches, 2 * n,
                                              settings.throughput_seconds)
                 measurements.append(Measurement(
@@ -141,7 +149,7 @@ def measure_variant(endpoints: Endpoints, model: str, stage: str, texts: list[st
 
 def profile_variants(endpoints: Endpoints, variants: dict[str, str], texts: list[str],
                      settings: ProfileSettings, previous: Profiles | None = None,
-                     progress=None) -> Profiles:
+                     progress=None, windows: dict | None = None) -> Profiles:
     """Measure the variants (model -> stage) and merge them into `previous`."""
     kept = dict(previous.variants) if previous else {}
     repository = ModelRepository(endpoints)
@@ -152,7 +160,7 @@ def profile_variants(endpoints: Endpoints, variants: dict[str, str], texts: list
     texts = random.Random(0).sample(list(texts), len(texts))
     for model, stage in variants.items():
         kept[model] = fit(measure_variant(endpoints, model, stage, texts, settings,
-                                          progress or (lambda _: None)))
+                                          progress or (lambda _: None), windows))
     provenance = {
         "command": "tpa profile",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -163,6 +171,31 @@ def profile_variants(endpoints: Endpoints, variants: dict[str, str], texts: list
         "method": "latency: concurrency 1, one batch per request, warm-up discarded; "
                   "throughput: 2 x instances concurrent gRPC clients; "
                   "load_s: wall time of the repository load (reload in place) of each point, "
-                  "median over the model's points",
+                  "median over the model's points; server_p50/p99_ms: the same requests in "
+                  "Triton's request trace, from arrival to output ready",
     }
     return Profiles(variants=kept, provenance=provenance)
+
+
+def with_server_latency(profiles: Profiles, trace: Path, windows: dict, warmup: int) -> Profiles:
+    """Each measured point's server-side p50/p99: its latency run's requests in Triton's
+    request trace (read once Triton has stopped and written all of it), warm-up left out."""
+    from adapter.serving.tracing import stage_latencies
+
+    served = stage_latencies(trace, None)
+    variants = dict(profiles.variants)
+    for model, vp in profiles.variants.items():
+        times = served.get(model)
+        if times is None:
+            continue
+        updated = []
+        for m in vp.measurements:
+            window = windows.get((model, m.batch_size, m.instances))
+            ms = times.response_ms[(times.start_s >= window[0]) & (times.start_s <= window[1])][warmup:] \
+                if window else np.array([])
+            if len(ms):
+                m = dataclasses.replace(m, server_p50_ms=round(float(np.percentile(ms, 50)), 3),
+                                        server_p99_ms=round(float(np.percentile(ms, 99)), 3))
+            updated.append(m)
+        variants[model] = fit(updated)
+    return dataclasses.replace(profiles, variants=variants)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from adapter.core.profile import load_profiles, save_profiles
     from adapter.core.spec import load_spec
     from adapter.models.scoring import load_langid_eval
-    from adapter.profiler import ProfileSettings, profile_variants
+    from adapter.profiler import ProfileSettings, profile_variants, with_server_latency
     from adapter.serving.launcher import LocalTriton
+    from adapter.serving.tracing import trace_args
 
     spec = load_spec(args.spec or paths.ENSEMBLES / args.pipeline / "pipeline.yaml")
     out = args.out or paths.ENSEMBLES / spec.name / "profiles.json"
@@ -63,14 +65,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     texts = [item["text"] for item in load_langid_eval()]
     points = len(variants) * len(settings.batch_sizes) * len(settings.instances)
-    with LocalTriton(models=list(variants), log_path=paths.RUNS / "profile" / "triton.log") as triton, \
+    trace = paths.RUNS / "profile" / "trace" / "trace.json"  # server-side latency of every request
+    shutil.rmtree(trace.parent, ignore_errors=True)
+    windows: dict = {}
+    with LocalTriton(models=list(variants), log_path=paths.RUNS / "profile" / "triton.log",
+                     extra_args=trace_args(trace)) as triton, \
             tqdm(total=points, desc="profile", unit="point", disable=None) as bar:
         def progress(label: str) -> None:
             bar.set_postfix_str(label)
             bar.update(1)
 
         profiles = profile_variants(triton.endpoints, variants, texts, settings,
-                                    previous=previous, progress=progress)
+                                    previous=previous, progress=progress, windows=windows)
+    profiles = with_server_latency(profiles, trace, windows, settings.warmup_requests)
     save_profiles(profiles, out)
     print(f"{'variant':20} {'fit':6} {'rmse ms':>8} {'max err':>8} {'inst eff':>8} {'load s':>7}"
           f"  p99 ms at b=1/8")

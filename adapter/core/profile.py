@@ -33,7 +33,7 @@ from adapter.errors import ConfigError
 
 FORMAT = "tpa-profiles/1"
 _MEASUREMENT_FIELDS = ("batch_size", "instances", "p50_ms", "p99_ms", "throughput_rps", "requests")
-_OPTIONAL_FIELDS = ("load_s",)  # written only when known; older files lack them
+_OPTIONAL_FIELDS = ("load_s", "server_p50_ms", "server_p99_ms")  # written only when known; older files lack them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +48,10 @@ class Measurement:
     throughput_rps: float  # requests (not batches) per second at saturation
     requests: int  # how many requests the percentiles come from (0: synthetic)
     load_s: float | None = None  # wall time of the repository load that set up this point
+    # The same requests as Triton saw them (its request trace: arrival to output ready), without
+    # the client's and the network's share; what a pipeline stage takes inside Triton.
+    server_p50_ms: float | None = None
+    server_p99_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,8 +265,9 @@ def load_profiles(path: str | Path) -> Profiles:
                 "throughput_rps": _number(problems, m, "throughput_rps", where, integer=False, low=0),
                 "requests": _number(problems, m, "requests", where, integer=True, low=0),
             }
-            if "load_s" in m:  # optional, but a positive finite number of seconds when present
-                vals["load_s"] = _number(problems, m, "load_s", where, integer=False, low=1e-9)
+            for key in _OPTIONAL_FIELDS:  # optional, but a positive finite number when present
+                if key in m:
+                    vals[key] = _number(problems, m, key, where, integer=False, low=1e-9)
             if None in vals.values():
                 continue
             if vals["p99_ms"] < vals["p50_ms"]:

@@ -67,7 +67,7 @@ class StageTimes:
     ensemble_id: np.ndarray  # int64 trace id of the ensemble request served (the ensemble's own)
     start_s: np.ndarray      # REQUEST_START, seconds on the trace clock (CLOCK_MONOTONIC)
     total_ms: np.ndarray     # REQUEST_START -> REQUEST_END
-    response_ms: np.ndarray  # REQUEST_START -> INFER_RESPONSE_COMPLETE, else COMPUTE_OUTPUT_START
+    response_ms: np.ndarray  # REQUEST_START -> COMPUTE_OUTPUT_START, else INFER_RESPONSE_COMPLETE
     queue_ms: np.ndarray     # QUEUE_START -> COMPUTE_START
     compute_ms: np.ndarray   # COMPUTE_START -> COMPUTE_END
 
@@ -133,9 +133,10 @@ def _lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def stage_latencies(path: Path, ensemble: str) -> dict[str, StageTimes]:
-    """Per model (the ensemble and each model that served requests for it): every completed
-    request's start and latencies. Reads `path` and its parts `path.0`, `path.1`, ...;
+def stage_latencies(path: Path, ensemble: str | None) -> dict[str, StageTimes]:
+    """Per model (the ensemble and each model that served requests for it; with `ensemble`
+    None, the requests sent to each model directly): every completed request's start and
+    latencies. Reads `path` and its parts `path.0`, `path.1`, ...;
     requests without REQUEST_START and REQUEST_END (in flight when the file ended) are left out.
     Raises ConfigError when there is no trace or a file is not one."""
     files = trace_files(path)
@@ -150,14 +151,18 @@ def stage_latencies(path: Path, ensemble: str) -> dict[str, StageTimes]:
     ids = np.concatenate([p[1] for p in parts])
     models = np.array([m.decode() for p in parts for m in p[2]], dtype=object)
     parents = np.concatenate([p[3] for p in parts])
-    ensemble_ids = ids[(models == ensemble) & (parents < 0)]
-    mine = np.isin(parents, ensemble_ids) | np.isin(ids, ensemble_ids)
+    if ensemble is None:
+        mine = parents < 0
+    else:
+        ensemble_ids = ids[(models == ensemble) & (parents < 0)]
+        mine = np.isin(parents, ensemble_ids) | np.isin(ids, ensemble_ids)
     # The ensemble request each one served (the ensemble's entries: their own id).
     served = np.where(parents < 0, ids, parents)[mine]
     ids, models = ids[mine], models[mine]
     at = {name: _lookup(stamps[name], ids) for name in _STAMPS}
-    responded = np.where(np.isnan(at["INFER_RESPONSE_COMPLETE"]), at["COMPUTE_OUTPUT_START"],
-                         at["INFER_RESPONSE_COMPLETE"])
+    # A model's output is ready at COMPUTE_OUTPUT_START; an ensemble has no compute of its own.
+    responded = np.where(np.isnan(at["COMPUTE_OUTPUT_START"]), at["INFER_RESPONSE_COMPLETE"],
+                         at["COMPUTE_OUTPUT_START"])
     done = ~np.isnan(at["REQUEST_START"]) & ~np.isnan(at["REQUEST_END"])
     result: dict[str, StageTimes] = {}
     for model in dict.fromkeys(models[done]):

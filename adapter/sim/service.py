@@ -1,7 +1,7 @@
 """Service times of a batch, drawn from a variant's measured profile.
 
 The profile holds, per batch size, the p50 and p99 latency of one batch measured at
-concurrency 1. A batch's service time is drawn from the lognormal distribution with that
+concurrency 1, server-side (Triton's request trace) where it has them, else client-side. A batch's service time is drawn from the lognormal distribution with that
 median and that p99 (sigma = ln(p99 / p50) / z_0.99). The measured points are used as they
 are (the planner's smooth fit can be 20 % off at one batch size, and the simulator is judged
 on p99s), interpolated between measured batch sizes.
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from adapter.core.profile import Profiles, VariantProfile, fit_latency
+from adapter.core.profile import Measurement, Profiles, VariantProfile, fit_latency
 
 Z99 = 2.3263478740408408  # standard normal quantile of 0.99
 MAX_SIGMA = 1.5  # a p99 more than ~33x the median is a measuring accident, not a distribution
@@ -71,15 +71,25 @@ def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, flo
     order = np.argsort(sizes)
     p50_fit = vp.latency
     if single:
-        p50_fit = fit_latency(sizes, [m.p50_ms for m in single])
+        p50_fit = fit_latency(sizes, [_p50(m) for m in single])
     table = [(0.0, 0.0)]
     for b in range(1, max_batch + 1):
         if single and b <= sizes.max():
-            p50 = float(np.interp(b, sizes[order], np.array([m.p50_ms for m in single])[order]))
-            p99 = float(np.interp(b, sizes[order], np.array([m.p99_ms for m in single])[order]))
+            p50 = float(np.interp(b, sizes[order], np.array([_p50(m) for m in single])[order]))
+            p99 = float(np.interp(b, sizes[order], np.array([_p99(m) for m in single])[order]))
         else:
             p50, p99 = float(p50_fit.p99_ms(b)), float(vp.latency.p99_ms(b))  # the fits' evaluator
         p50 = max(p50, 1e-3)
         p99 = max(p99, p50)
         table.append((math.log(p50), min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
     return table
+
+
+# A stage inside Triton takes the server-side time (Triton's request trace, when the profile has
+# it); the client-side figures add the client's and the network's share, about 1-3 ms at p99.
+def _p50(m: Measurement) -> float:
+    return m.server_p50_ms if m.server_p50_ms is not None else m.p50_ms
+
+
+def _p99(m: Measurement) -> float:
+    return m.server_p99_ms if m.server_p99_ms is not None else m.p99_ms
