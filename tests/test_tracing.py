@@ -71,6 +71,14 @@ def test_every_ensemble_request_and_each_of_its_stages_is_found(traced):
             "p99_ms": pytest.approx(np.percentile(s.total_ms, 99))} for m, s in stages.items()}
 
 
+def test_direct_requests_are_told_apart_from_the_ensembles_steps(traced):
+    trace, _, _ = traced
+    direct = stage_latencies(trace, None)
+    assert len(direct["embed_l3"]) == 1  # the one request sent to it outside the ensemble
+    assert set(direct) == {"embed_l3", "text_search"}
+    assert 0 < direct["embed_l3"].response_ms[0] < direct["embed_l3"].total_ms[0] + 1e-9
+
+
 def test_stage_latencies_are_positive_and_fit_in_the_ensembles(traced):
     trace, _, _ = traced
     stages = stage_latencies(trace, "text_search")
@@ -139,6 +147,8 @@ def test_hand_written_trace_gives_each_stages_spans(tmp_path):
     assert langid.queue_ms == pytest.approx([0.89] * 2)
     assert langid.compute_ms == pytest.approx([1.2] * 2)
     assert len(stage_latencies(path, "langid")["langid"]) == 1  # the direct request's own
+    direct = stage_latencies(path, None)  # requests sent to a model directly, as the profiler does
+    assert len(direct["langid"]) == 1 and len(direct["pipe"]) == 2 and "embed" not in direct
     assert stage_latencies(path, "other") == {}
 
 

@@ -93,6 +93,14 @@ def test_load_times_round_trip_and_older_files_still_load(tmp_path: Path):
     assert load_profiles(tmp_path / "old.json")["m"].load_s is None
 
 
+def test_server_side_percentiles_round_trip(tmp_path: Path):
+    vp = fit([replace(_m(1, 3.0), server_p50_ms=0.4, server_p99_ms=1.1), _m(2, 3.5)])
+    save_profiles(Profiles(variants={"m": vp}), tmp_path / "p.json")
+    back = load_profiles(tmp_path / "p.json")["m"].measurements
+    assert (back[0].server_p50_ms, back[0].server_p99_ms) == (0.4, 1.1)
+    assert back[1].server_p50_ms is None  # only where measured
+
+
 GOOD_M = {"batch_size": 1, "instances": 1, "p50_ms": 1.0, "p99_ms": 2.0, "throughput_rps": 5.0, "requests": 9}
 
 
@@ -117,6 +125,8 @@ GOOD_M = {"batch_size": 1, "instances": 1, "p50_ms": 1.0, "p99_ms": 2.0, "throug
         ('{"format": "tpa-profiles/1", "models": {"m": {"measurements": [{"batch_size": 1, "instances": 1, '
          '"p50_ms": 1, "p99_ms": 2, "throughput_rps": 5, "requests": 9, "load_s": Infinity}]}}}',
          r"`models\.m\.measurements\[0\]\.load_s`: expected a number >= 1e-09, got inf"),
+        ({"format": FORMAT, "models": {"m": {"measurements": [{**GOOD_M, "server_p99_ms": -1}]}}},
+         r"`models\.m\.measurements\[0\]\.server_p99_ms`: expected a number >= 1e-09, got -1"),
     ],
 )
 def test_malformed_profiles(tmp_path: Path, doc, match):

@@ -165,3 +165,14 @@ def test_service_times_follow_the_profiles_p50_and_p99():
     draws = np.array([service.draw_s("m", 4, 1) for _ in range(100_000)]) * 1000
     assert np.percentile(draws, 50) == pytest.approx(8.0, rel=0.03)
     assert np.percentile(draws, 99) == pytest.approx(20.0, rel=0.05)
+
+
+def test_service_times_prefer_the_server_side_percentiles():
+    from adapter.core.profile import Measurement, fit
+
+    ms = [Measurement(model="m", batch_size=b, instances=1, p50_ms=3.0 * b, p99_ms=6.0 * b,
+                      throughput_rps=100, requests=100, server_p50_ms=2.0 * b, server_p99_ms=4.0 * b)
+          for b in (1, 2, 4)]
+    service = ServiceTimes(Profiles(variants={"m": fit(ms)}))
+    assert service.median_ms("m", 2) == pytest.approx(4.0)
+    assert service.median_ms("m", 3) == pytest.approx(6.0)  # between measured sizes: linear
