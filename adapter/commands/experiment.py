@@ -13,20 +13,25 @@ from adapter import paths
 WORKLOADS = ("bursty", "steady-low", "steady-high", "fluctuating")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, policies: tuple[str, ...]) -> None:
+    """What a run replays and under which policy (`tpa experiment` and `tpa simulate`)."""
+    parser.add_argument("--workload", default="bursty",
+                        help=f"one of {', '.join(WORKLOADS)}, or all (default: %(default)s)")
+    parser.add_argument("--trace-file", type=Path, help="one rps value per line (instead of --workload)")
+    parser.add_argument("--policy", default="adapter", help=f"one of {', '.join(policies)}, or all")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="compress the trace's time by this factor (default: %(default)s)")
+    parser.add_argument("--interval", type=float, default=10.0,
+                        help="seconds between the policy's decisions (default: %(default)s)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from adapter.commands.run import add_pipeline_arguments
     from adapter.experiment import POLICIES
 
     parser = subparsers.add_parser("experiment", help="replay a workload under a policy, write results")
     add_pipeline_arguments(parser)
-    parser.add_argument("--workload", default="bursty",
-                        help=f"one of {', '.join(WORKLOADS)}, or all (default: %(default)s)")
-    parser.add_argument("--trace-file", type=Path, help="one rps value per line (instead of --workload)")
-    parser.add_argument("--policy", default="adapter", help=f"one of {', '.join(POLICIES)}, or all")
-    parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="compress the trace's time by this factor (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=10.0,
-                        help="seconds between the policy's decisions (default: %(default)s)")
+    add_run_arguments(parser, POLICIES)
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--out", type=Path, default=paths.RUNS / "experiments",
                         help="results root; each run gets WORKLOAD-POLICY/ (default: %(default)s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,23 +13,16 @@ from adapter import paths
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from adapter.commands.experiment import WORKLOADS
+    from adapter.commands.experiment import add_run_arguments
     from adapter.commands.run import add_pipeline_arguments
     from adapter.sim.run import SIM_POLICIES, SimSettings
 
     d = SimSettings()
     parser = subparsers.add_parser("simulate", help="simulate a workload under a policy, write results")
     add_pipeline_arguments(parser)
-    parser.add_argument("--workload", default="bursty",
-                        help=f"one of {', '.join(WORKLOADS)}, or all (default: %(default)s)")
-    parser.add_argument("--trace-file", type=Path, help="one rps value per line (instead of --workload)")
-    parser.add_argument("--policy", default="adapter", help=f"one of {', '.join(SIM_POLICIES)}, or all")
+    add_run_arguments(parser, SIM_POLICIES)
     parser.add_argument("--damping", type=float, default=8.0,
                         help="divide the Twitter trace by this (IPA: 8; 1 = the undamped rate) (default: %(default)s)")
-    parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="compress the trace's time by this factor, as `tpa experiment` (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=d.interval_s,
-                        help="seconds between the policy's decisions (default: %(default)s)")
     parser.add_argument("--max-pods", type=int, help="the pool: at most this many Triton pods (default: the spec's)")
     parser.add_argument("--pod-start", type=float, default=d.pod_start_s,
                         help="seconds until a new pod is ready (default: %(default)s)")
@@ -53,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pods is not None and args.max_pods < 1:
         raise ConfigError(f"--max-pods: expected an integer >= 1, got {args.max_pods}")
     spec, profiles = load_pipeline(args)
+    # Thousands of simulated decisions: they go to each run's decisions.json, not the terminal.
+    logging.getLogger("adapter.sidecar").setLevel(logging.WARNING)
     settings = SimSettings(interval_s=args.interval, poisson=args.poisson, seed=args.seed,
                            pod_start_s=args.pod_start, warm_start=args.warm_start, max_pods=args.max_pods)
     workloads = [args.trace_file.stem] if args.trace_file else (
