@@ -171,6 +171,19 @@ class FuturePredictor:
         return float(window.max()) if len(window) else 0.0
 
 
+def sim_policy_setup(policy: str, spec: PipelineSpec, profiles: Profiles, target: list[float],
+                     future: FuturePredictor):
+    """The experiment harness's policies, and the oracle: the adapter's planner fed the true
+    future load, without stabilisation or correction (it has nothing to smooth or learn)."""
+    if policy == "oracle":
+        setup = policy_setup("adapter", spec, profiles, peak_rps=max(target, default=0.0))
+        return dataclasses.replace(setup, predictor=future,
+                                   config=PolicyConfig(scale_down_window_s=0.0, max_latency_scale=1.0))
+    if policy in POLICIES:
+        return policy_setup(policy, spec, profiles, peak_rps=max(target, default=0.0))
+    raise ConfigError(f"policy: expected one of {', '.join(SIM_POLICIES)}, got {policy!r}")
+
+
 @dataclass
 class SimResult:
     summary: dict
@@ -198,15 +211,8 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     source = SimSource(engine)
     clock = lambda: engine.now  # noqa: E731 - the loop's clock is the simulation's
 
-    if policy == "oracle":
-        horizon = settings.interval_s + max(actuator.load_s(v.model) for s in spec.stages for v in s.variants)
-        setup = policy_setup("adapter", spec, profiles, peak_rps=max(target))
-        setup = dataclasses.replace(setup, predictor=FuturePredictor(series, clock, horizon),
-                                    config=PolicyConfig(scale_down_window_s=0.0, max_latency_scale=1.0))
-    elif policy in POLICIES:
-        setup = policy_setup(policy, spec, profiles, peak_rps=max(target))
-    else:
-        raise ConfigError(f"policy: expected one of {', '.join(SIM_POLICIES)}, got {policy!r}")
+    horizon = settings.interval_s + max(actuator.load_s(v.model) for s in spec.stages for v in s.variants)
+    setup = sim_policy_setup(policy, spec, profiles, target, FuturePredictor(series, clock, horizon))
 
     ticks: list[tuple[float, Plan | None]] = []
     decisions: list[dict] = []
