@@ -41,7 +41,7 @@ BUILD_RECIPE = (
 
 
 class ControlPlaneUnavailable(RuntimeError):
-    """The binaries are not here and cannot be had: the caller skips, quoting this reason."""
+    """The binaries are not here and cannot be had: the caller fails, quoting this reason."""
 
 
 def binaries(tarball: Path = TARBALL, cache_dir: Path = CACHE_DIR) -> dict[str, Path]:
