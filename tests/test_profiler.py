@@ -35,3 +35,20 @@ def test_profiler_measures_every_point_and_restores_the_model(triton):
     print(f"langid_cld2 load s: {[m.load_s for m in measurements]} "
           f"median {profile.load_s:.3f} max {profile.load_s_max:.3f}")
     repository.close()
+
+
+def test_tpa_profile_records_each_points_server_side_latency(tmp_path):
+    """`tpa profile` end to end (its own traced Triton): every point also gets Triton's share of
+    its requests, which is part of each client round trip and so never longer."""
+    import json
+
+    from adapter.cli import main
+
+    out = tmp_path / "profiles.json"
+    assert main(["profile", "--model", "langid_cld2", "--batch-sizes", "1,4", "--instances", "1",
+                 "--out", str(out)]) == 0
+    points = json.loads(out.read_text())["models"]["langid_cld2"]["measurements"]
+    assert [p["batch_size"] for p in points] == [1, 4]
+    for p in points:
+        assert 0 < p["server_p50_ms"] <= p["server_p99_ms"]
+        assert p["server_p50_ms"] <= p["p50_ms"] and p["server_p99_ms"] <= p["p99_ms"]

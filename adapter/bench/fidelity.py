@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                            interval_s=args.interval)
         live = json.loads((live_dir / "summary.json").read_text())
         series = time_scale(named_workload(workload), args.time_scale)
-        lead = live.get("adapter_lead_s", adapter_lead_s(live_dir, args.interval))
+        lead = live.get("adapter_lead_s")
+        if lead is None:  # a live run from before the summary recorded it
+            lead = adapter_lead_s(live_dir, args.interval)
         sims = []
         for seed in range(args.seeds):
             sims.append(simulate(spec, profiles, series, policy,
