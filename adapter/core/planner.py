@@ -8,6 +8,7 @@ capacity) -> assemble a `Plan` whose objective is recomputed from the plan itsel
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from adapter.core import problem as P
 from adapter.core import solve_exact, solve_ilp
-from adapter.core.latency import queue_delay_us
+from adapter.core.latency import ipa_queue_delay_us
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.core.profile import Profiles
 from adapter.core.spec import PipelineSpec
@@ -49,11 +50,60 @@ def check_profiles(spec: PipelineSpec, profiles: Profiles) -> None:
 
 def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode | str = Mode.SINGLE,
                   current: Plan | None = None, solver: str = "exact", headroom: float | None = None,
-                  ilp_time_limit_s: float | None = None) -> Plan:
+                  ilp_time_limit_s: float | None = None, clamp: bool = False,
+                  latency_model: str = "triton") -> Plan:
     """Choose per stage variant(s), batch size, queue delay, instances (and pods) for `rps`.
 
     `ilp_time_limit_s` bounds the CBC/HiGHS run; hitting it raises solve_ilp.IlpTimeout.
+    `clamp`: when no plan serves `rps` within the SLA, return the best plan for the most load
+    the pool can serve within it (marked infeasible, Reason.CAPACITY: the excess is to be shed at
+    admission) instead of a best-effort plan for all of it.
+    `latency_model`: "triton" (the stage model of Triton's batcher) or "ipa" (IPA's formulation,
+    for the IPA baseline: batch-fill wait, IPA's batching delay).
     """
+    if latency_model not in P.LATENCY_MODELS:
+        raise ConfigError(f"latency_model: expected one of {', '.join(P.LATENCY_MODELS)}, got {latency_model!r}")
+    plan = _plan(spec, profiles, rps, mode, current, solver, headroom, ilp_time_limit_s, latency_model)
+    if plan.feasible or not clamp or rps <= 0:
+        return plan
+    served = max_servable_rps(spec, profiles, rps, mode=mode, current=current, solver=solver, headroom=headroom,
+                              ilp_time_limit_s=ilp_time_limit_s, latency_model=latency_model)
+    if served is None:
+        return plan
+    best = served[1]
+    return dataclasses.replace(
+        best, feasible=False, reason=plan.reason,
+        message=f"{plan.message}; planned for the {best.rps:.1f} rps the pool serves within the SLA "
+                f"({1 - best.rps / rps:.0%} of the load to be shed)")
+
+
+def max_servable_rps(spec: PipelineSpec, profiles: Profiles, rps: float, *, rel_tol: float = 0.01,
+                     **options) -> tuple[float, Plan] | None:
+    """The most load (below `rps`, to `rel_tol`) some plan serves within the SLA, and that
+    plan; None when none serves even a trickle. Feasibility falls with the load, so bisection."""
+    mode = Mode(options.pop("mode", Mode.SINGLE))
+    args = dict(current=options.get("current"), solver=options.get("solver", "exact"),
+                headroom=options.get("headroom"), ilp_time_limit_s=options.get("ilp_time_limit_s"),
+                latency_model=options.get("latency_model", "triton"))
+    low_rps = min(rps, 1e-3)
+    low = _plan(spec, profiles, low_rps, mode, **args, diagnose=False)
+    if low is None:
+        return None
+    lo, hi, best = low_rps, rps, low
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        plan = _plan(spec, profiles, mid, mode, **args, diagnose=False)
+        if plan is not None:
+            lo, best = mid, plan
+        else:
+            hi = mid
+    return lo, best
+
+
+def _plan(spec, profiles, rps, mode, current, solver, headroom, ilp_time_limit_s, latency_model,
+          diagnose: bool = True) -> Plan | None:
+    """The optimal plan for `rps`; when none is feasible, the diagnosed best effort (or None
+    without `diagnose`)."""
     mode = Mode(mode)
     solve = _solver(solver, ilp_time_limit_s)
     if not (isinstance(rps, (int, float)) and math.isfinite(rps) and rps >= 0):
@@ -66,7 +116,7 @@ def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: M
 
     def grids_of(feasible_only: bool, counts: list[int] = pods_list) -> dict:
         return {(pods, s): P.grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom, current=current,
-                                  sla_ms=spec.sla_ms, feasible_only=feasible_only)
+                                  sla_ms=spec.sla_ms, feasible_only=feasible_only, latency_model=latency_model)
                 for pods in counts for s in range(len(spec.stages))}
 
     # Pod counts are searched in rounds, fewest first (4, then doubling while nothing is
@@ -90,10 +140,13 @@ def plan_pipeline(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: M
             value = P.objective(*best)
             upto = sum(1 for pods in pods_list if P.objective_bound(spec, mode, pods) >= value - 1e-9)
     if best is not None:
-        return _assemble(spec, profiles, *best, rps, mode, current, solver, True, Reason.OPTIMAL, "")
+        return _assemble(spec, profiles, *best, rps, mode, current, solver, True, Reason.OPTIMAL, "", latency_model)
+    if not diagnose:
+        return None
     grids = grids_of(False)
     reason, message, be_problem, be_sel = _diagnose(spec, grids, pods_list, rps, headroom, solve)
-    return _assemble(spec, profiles, be_problem, be_sel, rps, mode, current, solver, False, reason, message)
+    return _assemble(spec, profiles, be_problem, be_sel, rps, mode, current, solver, False, reason, message,
+                     latency_model)
 
 
 def _diagnose(spec, grids, pods_list, rps, headroom, solve):
@@ -188,7 +241,8 @@ def plan_objective(spec: PipelineSpec, stages: tuple[StagePlan, ...], pods: int,
     return value
 
 
-def _assemble(spec, profiles, problem, sel, rps, mode, current, solver, feasible, reason, message) -> Plan:
+def _assemble(spec, profiles, problem, sel, rps, mode, current, solver, feasible, reason, message,
+              latency_model) -> Plan:
     case = problem.cases[sel.case]
     pods = case.pods
     rps_pod = rps / pods
@@ -202,7 +256,7 @@ def _assemble(spec, profiles, problem, sel, rps, mode, current, solver, feasible
             share = float(rows.share[r]) / problem.steps
             b, n = int(rows.batch[r]), int(rows.instances[r])
             variants.append(VariantPlan(
-                model=v.model, share=share, max_batch_size=b, max_queue_delay_us=queue_delay_us(b, rps_pod * share),
+                model=v.model, share=share, max_batch_size=b, max_queue_delay_us=ipa_queue_delay_us(b, rps_pod * share) if latency_model == "ipa" else 0,
                 instances=n, rps=rps_pod * share, predicted_p99_ms=float(rows.latency_ms[r]),
                 capacity_rps=float(rows.capacity_rps[r]) * pods,
             ))

@@ -1,14 +1,20 @@
 """The adapter's decision step, pure: `decide(inputs, state, now_s) -> (Decision, state)`.
 
-Named stages, each testable alone:
-  correct   observed stage latency vs. what the profile predicts at the observed load ->
-            per-model latency scale (closed loop: a wrong profile cannot keep the SLA broken)
-  predict   per-second arrival history -> rps to provision (pluggable predictor)
-  stabilise scale up at once; scale down only to the highest prediction of the last
-            `scale_down_window_s` (HPA's stabilisation window, on injected timestamps)
-  plan      the planner, with the current plan's switching cost and corrected profiles
-  hold      apply only when the plan's configuration differs from the current one
-Every hold carries a `Reason` and a message, for the log and the adapter's metrics.
+Named steps, each testable alone, each with a reason in the decision's message:
+  correct    each served model's compute time per batch (Triton's compute counters, no queueing)
+             against the profile's service time at the observed batch -> per-model service
+             scale; it decays back towards the profile while a model carries no traffic
+  predict    per-second arrival history -> a quantile forecast of the coming peak (the one
+             margin: the planner adds no headroom on top)
+  drain      requests already queued are served on top of the forecast within one interval
+  stabilise  scale up at once; scale down only to the highest forecast of the last
+             `scale_down_window_s` (HPA's window), and only below the current plan's load by
+             more than `scale_down_hysteresis` (no flapping around a pod boundary)
+  plan       the planner, with switching costs amortised over the plan's expected lifetime
+             (one-off costs against a gain that accrues every second), corrected profiles, and
+             the pool's limit: a load the pool cannot serve is clamped to what it can serve
+             within the SLA (the excess is shed at admission)
+  hold       apply only when the plan's configuration differs from the current one
 """
 
 from __future__ import annotations
@@ -18,12 +24,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Mapping, Sequence
 
-from adapter.core.latency import stage_model
 from adapter.core.observation import Observation
 from adapter.core.plan import Mode, Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.predictor import Predictor
-from adapter.core.profile import Profiles
+from adapter.core.profile import Profiles, service_stats
 from adapter.core.spec import PipelineSpec
 from adapter.errors import AdapterError
 
@@ -38,15 +43,29 @@ class Reason(str, Enum):
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
     scale_down_window_s: float = 60.0
+    scale_down_hysteresis: float = 0.1  # plan below the current plan's load only when 10 % under it
     stale_after_s: float = 30.0  # an observation older than this is not acted on
     mode: Mode = Mode.SINGLE
     solver: str = "exact"
-    # Closed-loop correction: the latency scale moves by (observed / predicted) ** gain per
-    # decision, inside [1, max_latency_scale]; it only starts on models that carry traffic.
+    # Capacity margin on the forecast; None: the spec's `headroom`. The adapter's quantile
+    # forecast already holds its margin, so it plans with 0.
+    headroom: float | None = 0.0
+    # Switching costs are one-off; a plan's gain accrues per interval for as long as it lasts.
+    # The planner compares per-interval figures, so a one-off cost counts interval / lifetime.
+    # None: the spec's costs as they are (per decision, IPA-style).
+    plan_lifetime_s: float | None = 300.0
+    interval_s: float = 10.0  # between decisions (the loop's), for the amortisation above
+    drain_s: float | None = 10.0  # serve an observed backlog within this long; None: ignore backlogs
+    clamp_to_pool: bool = True  # a load the pool cannot serve: plan for the most it can serve
+    latency_model: str = "triton"  # the planner's stage model ("ipa": IPA's formulation, for its baseline)
+    # Closed-loop correction: the service scale moves by a share `correction_gain` (geometric)
+    # towards the nearest value that explains the observed compute time, inside
+    # [1, max_latency_scale]; without traffic it decays towards 1 by `correction_decay`.
     correction_gain: float = 0.5
+    correction_decay: float = 0.8
     max_latency_scale: float = 4.0
     min_rps_for_correction: float = 1.0
-    tolerance: float = 0.1  # |ratio - 1| below this is noise, not a wrong profile
+    tolerance: float = 0.1  # a compute time within 10 % of the profile's band is noise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,45 +95,50 @@ class PolicyInputs:
 
 
 def scaled_profiles(profiles: Profiles, scale: Mapping[str, float]) -> Profiles:
-    """Profiles whose latency models are multiplied by the per-model correction scale."""
+    """Profiles whose service times are multiplied by the per-model correction scale."""
     if not scale:
         return profiles
-    variants = {}
-    for name, vp in profiles.variants.items():
-        factor = scale.get(name, 1.0)
-        fit = dataclasses.replace(vp.latency, coefficients=tuple(c * factor for c in vp.latency.coefficients))
-        variants[name] = dataclasses.replace(vp, latency=fit)
+    variants = {name: dataclasses.replace(vp, service_scale=vp.service_scale * scale[name]) if name in scale else vp
+                for name, vp in profiles.variants.items()}
     return dataclasses.replace(profiles, variants=variants)
 
 
 def correct(plan: Plan | None, observation: Observation | None, profiles: Profiles,
             scale: Mapping[str, float], config: PolicyConfig) -> dict[str, float]:
-    """Update the per-model latency scale from what the current plan's models really do."""
-    updated = dict(scale)
-    if plan is None or observation is None:
-        return updated
-    for stage in plan.stages:
-        for v in stage.variants:
-            stats = observation.models.get(v.model)
-            if stats is None or stats.arrival_rps < config.min_rps_for_correction:
-                continue
-            observed = stats.p99_ms
-            if observed is None and stats.queue_ms is not None and stats.compute_ms is not None:
-                observed = stats.queue_ms + stats.compute_ms
-            if observed is None:
-                continue
-            factor = updated.get(v.model, 1.0)
-            service = profiles[v.model].latency.p99_ms(v.max_batch_size) * factor
-            predicted, _ = stage_model(service, v.max_batch_size, v.instances,
-                                       stats.arrival_rps / max(plan.pods, 1),
-                                       profiles[v.model].instance_efficiency)
-            if not predicted or predicted == float("inf"):
-                continue
-            ratio = observed / predicted
-            if abs(ratio - 1.0) < config.tolerance:
-                continue
-            factor *= ratio ** config.correction_gain
-            updated[v.model] = min(max(factor, 1.0), config.max_latency_scale)
+    """Update the per-model service scale from what the current plan's models really compute.
+
+    Triton's compute time per request is the service time of the batch it ran in; with n
+    instances sharing the cores that is between the profile's mean m(b) (one busy) and
+    m(b) * n / c_eff (all busy). Every scale in [observed / (m f), observed / m] explains the
+    observation; the scale moves towards the nearest one. Queueing (a burst, a reload) is not
+    compute time, so it cannot inflate the scale; a model without traffic decays towards 1."""
+    updated = {}
+    served = set()
+    if plan is not None and observation is not None:
+        for stage in plan.stages:
+            for v in stage.variants:
+                stats = observation.models.get(v.model)
+                if (stats is None or stats.arrival_rps < config.min_rps_for_correction
+                        or stats.compute_ms is None or not stats.mean_batch or v.model not in profiles):
+                    continue
+                served.add(v.model)
+                vp = profiles[v.model]
+                batch = min(max(1, round(stats.mean_batch)), v.max_batch_size)
+                mean = float(service_stats(vp, batch).mean_ms[batch])
+                stretch = v.instances / (1.0 + (v.instances - 1) * vp.instance_efficiency)
+                low = stats.compute_ms / (mean * stretch) / (1.0 + config.tolerance)
+                high = stats.compute_ms / mean * (1.0 + config.tolerance)
+                factor = scale.get(v.model, 1.0)
+                target = min(max(factor, low), high)
+                factor = min(max(factor * (target / factor) ** config.correction_gain, 1.0),
+                             config.max_latency_scale)
+                if factor > 1.0 + 1e-3:
+                    updated[v.model] = factor
+    for model, factor in scale.items():
+        if model not in served:
+            factor **= config.correction_decay
+            if factor > 1.0 + 1e-3:
+                updated[model] = factor
     return updated
 
 
@@ -124,6 +148,32 @@ def stabilise(recent: tuple[tuple[float, float], ...], predicted: float, now_s: 
     scale-down waits until higher predictions age out)."""
     kept = tuple((t, r) for t, r in recent if now_s - t < window_s) + ((now_s, predicted),)
     return max(r for _, r in kept), kept
+
+
+def hysteresis(planned_rps: float, current: Plan | None, band: float) -> float:
+    """Scale down only past a band: a load within `band` below the current plan's is planned as
+    the current plan's load, so a load hovering at a pod or variant boundary does not flap."""
+    if current is None or planned_rps >= current.rps:
+        return planned_rps
+    return current.rps if planned_rps * (1.0 + band) >= current.rps else planned_rps
+
+
+def backlog_rps(observation: Observation, spec: PipelineSpec, drain_s: float | None) -> float:
+    """Extra rate that serves the requests already waiting in the pipeline within `drain_s`."""
+    if not drain_s:
+        return 0.0
+    stats = observation.models.get(spec.ensemble)
+    return max(0.0, stats.pending) / drain_s if stats is not None else 0.0
+
+
+def amortised(spec: PipelineSpec, config: PolicyConfig) -> PipelineSpec:
+    """The spec whose switching costs are per interval: one-off costs over the plan's lifetime."""
+    if config.plan_lifetime_s is None:
+        return spec
+    share = min(1.0, config.interval_s / config.plan_lifetime_s)
+    obj = spec.objective
+    return dataclasses.replace(spec, objective=dataclasses.replace(
+        obj, switch_variant=obj.switch_variant * share, switch_config=obj.switch_config * share))
 
 
 def same_configuration(a: Plan | None, b: Plan | None, delay_tolerance: float = 0.25) -> bool:
@@ -151,24 +201,40 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
 
     scale = correct(state.current, obs, inputs.profiles, state.latency_scale, config)
     predicted = inputs.predictor.predict(inputs.history_rps)
-    planned_rps, recent = stabilise(state.recent_predictions, predicted, now_s,
-                                    config.scale_down_window_s)
+    backlog = backlog_rps(obs, inputs.spec, config.drain_s)
+    stable, recent = stabilise(state.recent_predictions, predicted + backlog, now_s, config.scale_down_window_s)
+    planned_rps = hysteresis(stable, state.current, config.scale_down_hysteresis)
     state = dataclasses.replace(state, recent_predictions=recent, latency_scale=scale)
+    why = [f"forecast {predicted:.1f} rps"]
+    if backlog > 0.05:
+        why.append(f"+{backlog:.1f} rps to drain {backlog * config.drain_s:.0f} queued")
+    if stable > predicted + backlog + 1e-9:
+        why.append(f"held at {stable:.1f} rps for {config.scale_down_window_s:g} s")
+    if planned_rps > stable + 1e-9:
+        why.append(f"kept at the current {planned_rps:.1f} rps (within the {config.scale_down_hysteresis:.0%} band)")
+    if any(f > 1.0 for f in scale.values()):
+        why.append("service scale " + ", ".join(f"{m} x{f:.2f}" for m, f in sorted(scale.items())))
+    spec = amortised(inputs.spec, config)
+    profiles = scaled_profiles(inputs.profiles, scale)
     try:
-        plan = planner(inputs.spec, scaled_profiles(inputs.profiles, scale), planned_rps,
-                       mode=config.mode, current=state.current, solver=config.solver)
+        plan = planner(spec, profiles, planned_rps, mode=config.mode, current=state.current, solver=config.solver,
+                       headroom=config.headroom, clamp=config.clamp_to_pool, latency_model=config.latency_model)
     except AdapterError as exc:
         return (Decision(reason=Reason.SOLVER_ERROR, plan=state.current, predicted_rps=predicted,
                          planned_rps=planned_rps,
                          message=f"keeping the current plan: planning failed: {exc}"), state)
+    if not plan.feasible:
+        why.append(plan.message)
+    reasons = "; ".join(why)
     if same_configuration(plan, state.current):
         return (Decision(reason=Reason.UNCHANGED, plan=state.current, predicted_rps=predicted,
                          planned_rps=planned_rps,
-                         message=f"plan unchanged for {planned_rps:.1f} rps"), state)
+                         message=f"plan unchanged for {planned_rps:.1f} rps ({reasons})"), state)
     return (Decision(reason=Reason.APPLY, plan=plan, predicted_rps=predicted,
                      planned_rps=planned_rps,
-                     message=f"new plan for {planned_rps:.1f} rps: " + ", ".join(
-                         f"{s.stage}={s.model}x{s.instances} b{s.max_batch_size}" for s in plan.stages)),
+                     message=f"new plan for {planned_rps:.1f} rps ({reasons}): " + ", ".join(
+                         f"{s.stage}={s.model}x{s.instances} b{s.max_batch_size}" for s in plan.stages)
+                     + f", {plan.pods} pod(s)"),
             state)
 
 

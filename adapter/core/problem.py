@@ -29,9 +29,9 @@ from typing import Mapping
 
 import numpy as np
 
-from adapter.core.latency import LATENCY_TOL_MS, stage_model
+from adapter.core.latency import LATENCY_TOL_MS, ipa_stage_model, stage_model
 from adapter.core.plan import Mode, Plan
-from adapter.core.profile import Profiles
+from adapter.core.profile import Profiles, service_stats
 from adapter.core.spec import Combine, Normalize, PipelineSpec, StageSpec
 
 FIXED_MODE_COST_WEIGHT = 0.0  # fixed capacity: the cores are paid for; plans differ only in accuracy, batch, switching
@@ -158,8 +158,12 @@ def _current_map(current: Plan | None) -> tuple[dict[str, dict[str, tuple[float,
     return stages, current.pods
 
 
+LATENCY_MODELS = ("triton", "ipa")
+
+
 def grid(spec: PipelineSpec, profiles: Profiles, s: int, pods: int, rps: float, *, mode: Mode,
-         headroom: float, current: Plan | None, sla_ms: float, feasible_only: bool = False) -> Grid:
+         headroom: float, current: Plan | None, sla_ms: float, feasible_only: bool = False,
+         latency_model: str = "triton") -> Grid:
     """All candidate rows with their masks, or with `feasible_only` only the rows that pass every
     mask (the same rows, values and order as filtering the full grid; masks all true). Capacity
     and pod size are then checked on broadcast (variant, share, batch, instances) arrays before
@@ -179,37 +183,42 @@ def grid(spec: PipelineSpec, profiles: Profiles, s: int, pods: int, rps: float, 
     V = len(stage.variants)
     profs = [profiles[v.model] for v in stage.variants]
     per = np.array([[x.resources.cpu, x.resources.gpu, x.resources.memory_mb] for x in stage.variants])
+    max_b = max(stage.batch_sizes)
+    stats = [service_stats(p, max_b) for p in profs]
+    mean_vb = np.array([st.mean_ms for st in stats])  # (V, max_b + 1)
+    if latency_model == "ipa":  # IPA's capacity: b / l(b), l the p99 fit
+        mean_vb = np.array([[np.inf] + [p.latency.p99_ms(bb) * p.service_scale for bb in range(1, max_b + 1)]
+                            for p in profs])
+    p99_vb = np.array([st.p99_ms for st in stats])
+    cs2_vb = np.array([st.cs2 for st in stats])
+    effv = np.array([p.instance_efficiency for p in profs])
     if feasible_only:
         # Axes (variant, share, batch, instances), broadcast instead of materialised; capacity and
         # pod size are checked on the broadcast arrays with the same arithmetic as stage_model and
         # the masks below (bit-identical), and np.nonzero returns the survivors in meshgrid order.
         batches = np.array(stage.batch_sizes)
         vb = np.arange(V)[:, None]
-        coef = np.array([p.latency.coefficients for p in profs])
         bf = batches[None, :]
-        service_vb = coef[:, 0][:, None] + coef[:, 1][:, None] * bf + coef[:, 2][:, None] * bf * bf
-        effv = np.array([p.instance_efficiency for p in profs])
         measured = np.array([p.latency.max_batch_size for p in profs])[vb] >= bf  # (V, B)
         nn = np.arange(1, N + 1)
         c_eff = 1.0 + (nn.astype(float)[None, :] - 1.0) * effv[:, None]  # (V, N)
-        cap0 = c_eff[:, None, :] * bf[:, :, None].astype(float) * 1000.0 / service_vb[:, :, None]  # (V, B, N)
+        cap0 = c_eff[:, None, :] * bf[:, :, None].astype(float) * 1000.0 / mean_vb[:, batches][:, :, None]  # (V, B, N)
         need = rps_pod * np.arange(1, K + 1) / K * (1.0 + headroom) - 1e-12  # (K,)
         res_ok = np.all(nn[None, :, None] * per[:, None, :] <= limit + RES_TOL, axis=2)  # (V, N)
         ok_vbn = measured[:, :, None] & res_ok[:, None, :]
         mask = ok_vbn[:, None, :, :] & (cap0[:, None, :, :] >= need[None, :, None, None])
         vi, ki, bi, ni = np.nonzero(mask)
         v, k, b, n = vi, ki + 1, batches[bi], ni + 1
-        service, eff = service_vb[vi, bi], effv[vi]
     else:
         v, k, b, n = (a.ravel() for a in np.meshgrid(
             np.arange(V), np.arange(1, K + 1), np.array(stage.batch_sizes), np.arange(1, N + 1), indexing="ij"))
         measured = np.array([p.latency.max_batch_size for p in profs])[v] >= b  # no extrapolation
         v, k, b, n = v[measured], k[measured], b[measured], n[measured]
-        coef = np.array([p.latency.coefficients for p in profs])[v]
-        service = coef[:, 0] + coef[:, 1] * b + coef[:, 2] * b * b
-        eff = np.array([p.instance_efficiency for p in profs])[v]
     share = k / K
-    lat, cap = stage_model(service, b, n, rps_pod * share, eff)
+    if latency_model == "ipa":
+        lat, cap = ipa_stage_model(mean_vb[v, b], b, n, rps_pod * share, effv[v])
+    else:
+        lat, cap = stage_model(mean_vb[v], p99_vb[v], cs2_vb[v], b, n, rps_pod * share, effv[v])
     if feasible_only:
         keep = lat <= sla_ms + LATENCY_TOL_MS
         v, k, b, n, share, lat, cap = v[keep], k[keep], b[keep], n[keep], share[keep], lat[keep], cap[keep]
@@ -258,7 +267,7 @@ def objective_bound(spec: PipelineSpec, mode: Mode, pods: int) -> float:
 
 def build(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode, headroom: float,
           current: Plan | None, grids: Mapping[tuple[int, int], Grid] | None = None,
-          pods_list: list[int] | None = None) -> Problem:
+          pods_list: list[int] | None = None, latency_model: str = "triton") -> Problem:
     """The planning problem proper (rows filtered by capacity, SLA and pod size), over the
     given pod counts (default: all the spec allows)."""
     cases = []
@@ -268,7 +277,7 @@ def build(spec: PipelineSpec, profiles: Profiles, rps: float, *, mode: Mode, hea
         stages = []
         for s in range(len(spec.stages)):
             g = grids[(pods, s)] if grids else grid(spec, profiles, s, pods, rps, mode=mode, headroom=headroom,
-                                                    current=current, sla_ms=spec.sla_ms)
+                                                    current=current, sla_ms=spec.sla_ms, latency_model=latency_model)
             ok = g.cap_ok & g.res_ok & g.lat_ok
             stages.append(g.rows if ok.all() else g.rows.take(np.flatnonzero(ok)))  # feasible-only grids: as is
         const = 0.0

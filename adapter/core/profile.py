@@ -80,6 +80,8 @@ class VariantProfile:
     efficiency_measured: bool = False
     load_s: float | None = None  # median repository load (reconfiguration) time, seconds
     load_s_max: float | None = None  # slowest such load, seconds
+    # The closed-loop correction's factor on every service time (1: the profile as measured).
+    service_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,3 +283,69 @@ def load_profiles(path: str | Path) -> Profiles:
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     return Profiles(variants=variants, provenance=provenance, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# The service-time distribution of one batch: what the planner's stage model and the simulator
+# both read, so that they cannot disagree about a variant.
+
+Z99 = 2.3263478740408408  # standard normal quantile of 0.99
+MAX_SIGMA = 1.5  # a p99 more than ~33x the median is a measuring accident, not a distribution
+
+
+def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, float]]:
+    """(mu, sigma) of ln(service ms) of one batch, for batch sizes 0..max_batch (index 0 unused).
+
+    A batch's service time is lognormal with the measured p50 as median and the measured p99 as
+    99th percentile (server-side, Triton's request trace, where the profile has them), at the
+    measured batch sizes, linear in between; past the largest measured size, the fits. A profile
+    without measurements (synthetic) has a fixed service time: its p99 fit. `service_scale`
+    multiplies every time."""
+    single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)] \
+        if vp.measurements else []
+    sizes = np.array([m.batch_size for m in single], dtype=float)
+    order = np.argsort(sizes)
+    p50_fit = vp.latency
+    if single:
+        p50_fit = fit_latency(sizes, [_p50(m) for m in single])
+    shift = math.log(vp.service_scale)
+    table = [(0.0, 0.0)]
+    for b in range(1, max_batch + 1):
+        if single and b <= sizes.max():
+            p50 = float(np.interp(b, sizes[order], np.array([_p50(m) for m in single])[order]))
+            p99 = float(np.interp(b, sizes[order], np.array([_p99(m) for m in single])[order]))
+        else:
+            p50, p99 = float(p50_fit.p99_ms(b)), float(vp.latency.p99_ms(b))  # the fits' evaluator
+        p50 = max(p50, 1e-3)
+        p99 = max(p99, p50)
+        table.append((math.log(p50) + shift, min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
+    return table
+
+
+@dataclass(frozen=True, eq=False)
+class ServiceStats:
+    """Per batch size b (index 0 unused): mean and p99 service time of one batch (ms) on one
+    instance alone, and the squared coefficient of variation of that time."""
+
+    mean_ms: np.ndarray
+    p99_ms: np.ndarray
+    cs2: np.ndarray
+
+
+def service_stats(vp: VariantProfile, max_batch: int) -> ServiceStats:
+    table = np.array(lognormal_table(vp, max_batch))
+    mu, sigma = table[:, 0], table[:, 1]
+    mean = np.exp(mu + sigma * sigma / 2)
+    p99 = np.exp(mu + Z99 * sigma)
+    mean[0] = p99[0] = np.inf
+    return ServiceStats(mean_ms=mean, p99_ms=p99, cs2=np.expm1(sigma * sigma))
+
+
+# A stage inside Triton takes the server-side time (Triton's request trace, when the profile has
+# it); the client-side figures add the client's and the network's share, about 1-3 ms at p99.
+def _p50(m: Measurement) -> float:
+    return m.server_p50_ms if m.server_p50_ms is not None else m.p50_ms
+
+
+def _p99(m: Measurement) -> float:
+    return m.server_p99_ms if m.server_p99_ms is not None else m.p99_ms

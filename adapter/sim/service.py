@@ -17,10 +17,8 @@ import math
 
 import numpy as np
 
-from adapter.core.profile import Measurement, Profiles, VariantProfile, fit_latency
+from adapter.core.profile import Profiles, lognormal_table
 
-Z99 = 2.3263478740408408  # standard normal quantile of 0.99
-MAX_SIGMA = 1.5  # a p99 more than ~33x the median is a measuring accident, not a distribution
 
 
 class ServiceTimes:
@@ -57,39 +55,3 @@ class ServiceTimes:
 
     def median_ms(self, model: str, batch: int) -> float:
         return math.exp(self._table(model)[batch][0])
-
-
-def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, float]]:
-    """(mu, sigma) of ln(service ms) for batch sizes 0..max_batch (index 0 unused).
-
-    The measured p50 and p99 at the measured batch sizes, linear in between; past the largest
-    measured size, the fits (p50 fitted like the planner's p99). A profile without measurements
-    (synthetic) has a fixed service time: its p99 fit."""
-    single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)] \
-        if vp.measurements else []
-    sizes = np.array([m.batch_size for m in single], dtype=float)
-    order = np.argsort(sizes)
-    p50_fit = vp.latency
-    if single:
-        p50_fit = fit_latency(sizes, [_p50(m) for m in single])
-    table = [(0.0, 0.0)]
-    for b in range(1, max_batch + 1):
-        if single and b <= sizes.max():
-            p50 = float(np.interp(b, sizes[order], np.array([_p50(m) for m in single])[order]))
-            p99 = float(np.interp(b, sizes[order], np.array([_p99(m) for m in single])[order]))
-        else:
-            p50, p99 = float(p50_fit.p99_ms(b)), float(vp.latency.p99_ms(b))  # the fits' evaluator
-        p50 = max(p50, 1e-3)
-        p99 = max(p99, p50)
-        table.append((math.log(p50), min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
-    return table
-
-
-# A stage inside Triton takes the server-side time (Triton's request trace, when the profile has
-# it); the client-side figures add the client's and the network's share, about 1-3 ms at p99.
-def _p50(m: Measurement) -> float:
-    return m.server_p50_ms if m.server_p50_ms is not None else m.p50_ms
-
-
-def _p99(m: Measurement) -> float:
-    return m.server_p99_ms if m.server_p99_ms is not None else m.p99_ms

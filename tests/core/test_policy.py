@@ -93,29 +93,84 @@ def test_scale_up_is_immediate_and_scale_down_waits_for_the_window():
         assert planned == expected, now
 
 
+def _served(t: float, rps: float, model: str, compute_ms: float, queue_ms: float = 0.1,
+            p99_ms: float | None = None, pending: float = 0) -> Observation:
+    """An observation of the pipeline and one served model with the given per-request compute time."""
+    models = {"p": ModelStats(model="p", arrival_rps=rps, success_rps=rps, failure_rps=0, mean_batch=1,
+                              queue_ms=queue_ms, compute_ms=compute_ms, pending=pending, p99_ms=p99_ms),
+              model: ModelStats(model=model, arrival_rps=rps, success_rps=rps, failure_rps=0, mean_batch=1,
+                                queue_ms=queue_ms, compute_ms=compute_ms, pending=0, p99_ms=p99_ms)}
+    return Observation(time_s=t, window_s=1, source="test", models=models)
+
+
+def _profile_mean_ms(model: str, batch: int = 1) -> float:
+    from adapter.core.profile import service_stats
+
+    return float(service_stats(PROFILES[model], batch).mean_ms[batch])
+
+
 def test_a_profile_that_is_too_optimistic_is_corrected_until_the_plan_changes():
-    """The 'slow' variant really takes 3x its profile: the loop must stop trusting the profile."""
+    """The 'slow' variant really computes 3x its profile: the loop must stop trusting the profile."""
     state = policy.PolicyState()
     decision, state = policy.decide(_inputs([30] * 30, _obs(0, 30)), state, now_s=0)
     state = policy.applied(state, decision.plan)
     assert decision.plan.stages[0].model == "slow"
-    predicted = decision.plan.stages[0].predicted_p99_ms
+    first = decision.plan
     for tick in range(1, 8):
-        obs = _obs(10 * tick, 30, {"slow": 3 * predicted})
+        obs = _served(10 * tick, 30, "slow", compute_ms=3 * _profile_mean_ms("slow"))
         decision, state = policy.decide(_inputs([30] * 30, obs), state, now_s=10 * tick)
         if decision.reason is policy.Reason.APPLY:
             state = policy.applied(state, decision.plan)
     assert state.latency_scale["slow"] > 1.5
-    assert state.current.predicted_p99_ms <= SPEC.sla_ms
+    assert state.current != first  # re-planned on the corrected profile: more instances or the other variant
+    assert "service scale slow" in decision.message
 
 
-def test_observed_latency_close_to_the_profile_changes_nothing():
+def test_queueing_is_not_read_as_a_slow_model():
+    """A burst or a reload queues requests (p99 and queue time up), but compute stays as profiled:
+    no correction (it used to inflate the profile for 800-1,800 s)."""
+    plan = policy.decide(_inputs([30] * 30, _obs(0, 30)), policy.PolicyState(), now_s=0)[0].plan
+    model = plan.stages[0].model
+    obs = _served(10, 30, model, compute_ms=_profile_mean_ms(model), queue_ms=900, p99_ms=2000)
+    assert policy.correct(plan, obs, PROFILES, {}, policy.PolicyConfig()) == {}
+
+
+def test_the_correction_decays_when_its_evidence_goes_away():
+    plan = policy.decide(_inputs([30] * 30, _obs(0, 30)), policy.PolicyState(), now_s=0)[0].plan
+    scale = {"fast": 3.0}  # learnt earlier; "fast" no longer serves
+    for _ in range(30):  # 30 decisions: 3 ** (0.8 ** 30) = 1.001
+        scale = policy.correct(plan, _obs(10, 30), PROFILES, scale, policy.PolicyConfig())
+    assert scale.get("fast", 1.0) < 1.01
+
+
+def test_observed_compute_close_to_the_profile_changes_nothing():
     first, state = policy.decide(_inputs([10] * 30, _obs(0, 10)), policy.PolicyState(), now_s=0)
     plan = first.plan
-    predicted = plan.stages[0].variants[0].predicted_p99_ms
-    scale = policy.correct(plan, _obs(10, 10, {plan.stages[0].model: predicted * 1.05}), PROFILES, {},
+    model = plan.stages[0].model
+    scale = policy.correct(plan, _served(10, 10, model, compute_ms=_profile_mean_ms(model) * 1.05), PROFILES, {},
                            policy.PolicyConfig())
     assert scale == {}
+
+
+def test_scale_down_waits_for_the_hysteresis_band():
+    plan = policy.decide(_inputs([30] * 30, _obs(0, 30)), policy.PolicyState(), now_s=0)[0].plan
+    assert policy.hysteresis(plan.rps * 0.95, plan, band=0.1) == plan.rps  # within the band: hold
+    assert policy.hysteresis(plan.rps * 0.8, plan, band=0.1) == plan.rps * 0.8  # past it: scale down
+    assert policy.hysteresis(plan.rps * 1.2, plan, band=0.1) == plan.rps * 1.2  # up: at once
+
+
+def test_a_backlog_is_planned_to_drain_within_the_interval():
+    obs = _served(0, 30, "slow", compute_ms=1, pending=200)
+    assert policy.backlog_rps(obs, SPEC, drain_s=10) == 20
+    assert policy.backlog_rps(obs, SPEC, drain_s=None) == 0
+
+
+def test_switching_costs_are_amortised_over_the_plans_lifetime():
+    """A one-off switch cost against a per-interval gain: with it amortised, the loop goes back to
+    the accurate variant after a spike (it used to stay on the cheap one for the rest of the run)."""
+    spec = policy.amortised(SPEC, policy.PolicyConfig(interval_s=10, plan_lifetime_s=300))
+    assert spec.objective.switch_variant == pytest.approx(SPEC.objective.switch_variant / 30)
+    assert policy.amortised(SPEC, policy.PolicyConfig(plan_lifetime_s=None)) is SPEC
 
 
 def _with_delay(plan, delay_us, batch=None):

@@ -17,7 +17,7 @@ from adapter.core import problem as P
 from adapter.core.latency import LATENCY_TOL_MS, stage_model
 from adapter.core.plan import Mode, Reason
 from adapter.core.planner import plan_objective, plan_pipeline
-from adapter.core.profile import LatencyFit, Profiles, VariantProfile
+from adapter.core.profile import LatencyFit, Profiles, VariantProfile, service_stats
 from adapter.core.spec import (
     Combine, Limits, Normalize, Objective, PipelineSpec, Resources, StageSpec, VariantSpec,
 )
@@ -54,13 +54,15 @@ def brute_force(spec, profiles, rps, mode: Mode, current=None, headroom=None):
             configs = []  # per variant: list of (share, b, n, lat)
             for v in stage.variants:
                 prof = profiles[v.model]
+                stats = service_stats(prof, max(stage.batch_sizes))
                 opts = []
                 for k in range(1, K + 1):
                     for b in stage.batch_sizes:
                         if b > prof.latency.max_batch_size:
                             continue
                         for n in range(1, N + 1):
-                            lat, cap = stage_model(prof.latency.p99_ms(b), b, n, lam * k / K, prof.instance_efficiency)
+                            lat, cap = stage_model(stats.mean_ms, stats.p99_ms, stats.cs2, b, n, lam * k / K,
+                                                   prof.instance_efficiency)
                             if cap >= lam * k / K * (1 + headroom) - 1e-12 and math.isfinite(lat):
                                 opts.append((k, b, n, lat))
                 configs.append(opts)
