@@ -37,6 +37,7 @@ from adapter.serving.actuator import settings_of
 from adapter.serving.repository import read_config_pbtxt
 from adapter.sidecar import LoopSettings, Sidecar, Tick
 from adapter.sim.engine import Engine, StageConfig
+from adapter.sim.oracle import lead_s, optimal_schedule
 from adapter.sim.service import ServiceTimes
 
 SIM_POLICIES = POLICIES + ("oracle",)
@@ -159,26 +160,11 @@ def repository_configs(spec: PipelineSpec, ensembles: Path = paths.ENSEMBLES,
     return configs
 
 
-class FuturePredictor:
-    """The clairvoyant oracle's predictor: the true peak of the trace over the coming horizon."""
-
-    def __init__(self, series: np.ndarray, clock, horizon_s: float):
-        self.series, self.clock, self.horizon_s = np.asarray(series), clock, horizon_s
-
-    def predict(self, history_rps) -> float:
-        start = max(0, int(self.clock()))
-        window = self.series[start:start + int(np.ceil(self.horizon_s)) + 1]
-        return float(window.max()) if len(window) else 0.0
-
-
-def sim_policy_setup(policy: str, spec: PipelineSpec, profiles: Profiles, target: list[float],
-                     future: FuturePredictor):
-    """The experiment harness's policies, and the oracle: the adapter's planner fed the true
-    future load, without stabilisation or correction (it has nothing to smooth or learn)."""
+def sim_policy_setup(policy: str, spec: PipelineSpec, profiles: Profiles, target: list[float]):
+    """The experiment harness's policies, and the oracle (the adapter's spec and planner; its
+    plans come from `oracle.optimal_schedule`, not from a loop)."""
     if policy == "oracle":
-        setup = policy_setup("adapter", spec, profiles, peak_rps=max(target, default=0.0))
-        return dataclasses.replace(setup, predictor=future,
-                                   config=PolicyConfig(scale_down_window_s=0.0, max_latency_scale=1.0))
+        return policy_setup("adapter", spec, profiles, peak_rps=max(target, default=0.0))
     if policy in POLICIES:
         return policy_setup(policy, spec, profiles, peak_rps=max(target, default=0.0))
     raise ConfigError(f"policy: expected one of {', '.join(SIM_POLICIES)}, got {policy!r}")
@@ -211,8 +197,7 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     source = SimSource(engine)
     clock = lambda: engine.now  # noqa: E731 - the loop's clock is the simulation's
 
-    horizon = settings.interval_s + max(actuator.load_s(v.model) for s in spec.stages for v in s.variants)
-    setup = sim_policy_setup(policy, spec, profiles, target, FuturePredictor(series, clock, horizon))
+    setup = sim_policy_setup(policy, spec, profiles, target)
 
     ticks: list[tuple[float, Plan | None]] = []
     decisions: list[dict] = []
@@ -227,7 +212,18 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     sidecar = Sidecar(setup.spec, profiles, source, actuator, setup.predictor, config=setup.config,
                       settings=LoopSettings(interval_s=settings.interval_s), clock=clock, on_tick=record)
     static = None
-    if setup.static_rps is not None:
+    scheduled: list[tuple[float, Plan]] = []  # the oracle's changes: (issue time, plan)
+    if policy == "oracle":
+        schedule = optimal_schedule(setup.spec, profiles, series, settings.interval_s, settings.pod_start_s,
+                                    headroom=setup.config.headroom)
+        actuator.start(stage_configs(schedule.plans[0]), schedule.plans[0].pods)
+        record(Tick(0.0, held_decision(schedule.plans[0]), (), None))
+        for e in range(1, len(schedule.plans)):
+            before, plan = schedule.plans[e - 1], schedule.plans[e]
+            lead = lead_s(before, plan, profiles, settings.pod_start_s, settings.default_load_s)
+            if lead > 0:
+                scheduled.append((e * settings.interval_s - lead, plan))
+    elif setup.static_rps is not None:
         static = plan_pipeline(setup.spec, profiles, setup.static_rps)
         actuator.start(stage_configs(static), static.pods)
         record(Tick(0.0, held_decision(static), (), None))
@@ -246,7 +242,11 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
         engine.run_until(t)
         source.want_p99 = t + 1.0 >= next_decision
         sidecar.observe()
-        if t >= next_decision:
+        while scheduled and scheduled[0][0] <= t:  # the oracle: no loop, its changes on time
+            plan = scheduled.pop(0)[1]
+            record(Tick(t, held_decision(plan), tuple(actuator.reconcile(plan)), None))
+            actuator.busy_s = 0.0
+        if t >= next_decision and policy != "oracle":
             if static is not None:  # level-triggered: the static plan is only reconciled
                 actions = tuple(actuator.reconcile(static))
                 record(Tick(t, held_decision(static), actions, None))
