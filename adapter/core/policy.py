@@ -15,6 +15,8 @@ Named steps, each testable alone, each with a reason in the decision's message:
              the pool's limit: a load the pool cannot serve is clamped to what it can serve
              within the SLA (the excess is shed at admission)
   hold       apply only when the plan's configuration differs from the current one
+The loop decides every interval, and at once when the arrivals outgrow the plan in force
+(`overloaded`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class PolicyConfig:
     drain_s: float | None = 10.0  # serve an observed backlog within this long; None: ignore backlogs
     clamp_to_pool: bool = True  # a load the pool cannot serve: plan for the most it can serve
     latency_model: str = "triton"  # the planner's stage model ("ipa": IPA's formulation, for its baseline)
+    # Decide before the interval is up when the last `overload_window_s` seconds' arrivals exceed
+    # the load the current plan was made for by this share (None: only on the interval, as IPA).
+    overload_trigger: float | None = 0.1
+    overload_window_s: int = 3
     # Closed-loop correction: the service scale moves by a share `correction_gain` (geometric)
     # towards the nearest value that explains the observed compute time, inside
     # [1, max_latency_scale]; without traffic it decays towards 1 by `correction_decay`.
@@ -156,6 +162,16 @@ def hysteresis(planned_rps: float, current: Plan | None, band: float) -> float:
     if current is None or planned_rps >= current.rps:
         return planned_rps
     return current.rps if planned_rps * (1.0 + band) >= current.rps else planned_rps
+
+
+def overloaded(history_rps: Sequence[float], current: Plan | None, config: PolicyConfig) -> bool:
+    """Whether the load has outgrown the plan in force: a step or flash crowd is acted on within
+    seconds instead of at the next interval, while its queue is still short."""
+    if (config.overload_trigger is None or current is None or not current.feasible
+            or len(history_rps) < config.overload_window_s):
+        return False  # an infeasible plan already serves all the pool can: nothing to gain
+    recent = sum(list(history_rps)[-config.overload_window_s:]) / config.overload_window_s
+    return recent > current.rps * (1.0 + config.overload_trigger)
 
 
 def backlog_rps(observation: Observation, spec: PipelineSpec, drain_s: float | None) -> float:

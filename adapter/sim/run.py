@@ -246,14 +246,15 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
             plan = scheduled.pop(0)[1]
             record(Tick(t, held_decision(plan), tuple(actuator.reconcile(plan)), None))
             actuator.busy_s = 0.0
-        if t >= next_decision and policy != "oracle":
+        due = t >= next_decision if static is not None else sidecar.decision_due(next_decision)
+        if due and policy != "oracle":
             if static is not None:  # level-triggered: the static plan is only reconciled
                 actions = tuple(actuator.reconcile(static))
                 record(Tick(t, held_decision(static), actions, None))
             else:
                 sidecar.decide_and_apply()
             # As Sidecar.run: a slow actuation skips the ticks it overran, no catch-up burst.
-            next_decision = max(next_decision + settings.interval_s,
+            next_decision = max(min(next_decision, t) + settings.interval_s,
                                 t + actuator.busy_s + settings.interval_s / 2)
             t += actuator.busy_s
             actuator.busy_s = 0.0

@@ -190,3 +190,11 @@ def test_queue_delay_jitter_is_not_a_new_configuration(delay_b, batch_b, same):
     a = _with_delay(plan, 10_000, batch=4)
     assert policy.same_configuration(a, _with_delay(a, delay_b, batch_b)) is same
     assert not policy.same_configuration(a, None)
+
+
+def test_an_overload_is_acted_on_before_the_interval_is_up():
+    plan = policy.decide(_inputs([30] * 30, _obs(0, 30)), policy.PolicyState(), now_s=0)[0].plan
+    config = policy.PolicyConfig()
+    assert not policy.overloaded([30] * 30, plan, config)
+    assert policy.overloaded([30] * 27 + [plan.rps * 1.5] * 3, plan, config)
+    assert not policy.overloaded([30] * 27 + [plan.rps * 1.5] * 3, plan, policy.PolicyConfig(overload_trigger=None))
