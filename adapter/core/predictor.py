@@ -9,8 +9,9 @@ IPA (reconfigurable-ml-pipeline/ipa, `optimizer/adapter.py`) takes the max of ea
 over the last 120 s and feeds those 12 maxima to an LSTM trained to predict the max of the
 next 20 s; with under 120 s of history it falls back to the max of the windows it has, and it
 can add a percentage margin (0 in its final configs). `MaxWindowPredictor` keeps the inputs and
-the target but replaces the LSTM with a trend line plus noise headroom; docs/predictor.md
-compares them on the Twitter trace.
+the target but replaces the LSTM with a trend line plus noise headroom; `LstmPredictor`
+("ipa-lstm", adapter/core/predictor_lstm.py) is IPA's LSTM itself, retrained and run through
+onnxruntime; docs/predictor.md compares them on the Twitter trace.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from adapter.core.predictor_lstm import LstmPredictor
 from adapter.errors import ConfigError
 
 
@@ -101,6 +103,7 @@ PREDICTORS: dict[str, type[Predictor]] = {
     "max-window": MaxWindowPredictor,
     "last-value": LastValuePredictor,
     "moving-average": MovingAveragePredictor,
+    "ipa-lstm": LstmPredictor,
 }
 DEFAULT_PREDICTOR = "max-window"
 

@@ -78,7 +78,7 @@ def test_invalid_parameters(kind, params, message):
     [
         ("max-widow", {}, r"unknown predictor 'max-widow' \(did you mean 'max-window'\?\); "
                           r"known: max-window, last-value, moving-average"),
-        ("lstm", {}, r"unknown predictor 'lstm'; known: "),
+        ("lstm", {}, r"unknown predictor 'lstm' \(did you mean 'ipa-lstm'\?\); known: "),
         ("max-window", {"window": 5},
          r"predictor 'max-window' has no parameter 'window' \(did you mean 'window_s'\?\); "
          r"known: window_s, lookback_s, horizon_s, headroom_sigma"),
