@@ -8,6 +8,7 @@ Every policy is the same control loop over the same planner with a restriction, 
 compares policies, not code paths:
   adapter          everything: max-window predictor, switching costs, closed-loop correction
   ipa              IPA's formulation: no switching cost, no correction, max of the last 120 s
+  ipa-lstm         the same with IPA's LSTM load predictor (adapter/core/predictor_lstm.py)
   scale-only       the most accurate variant per stage, fixed; batch and instances follow load
                    (like IPA's FA2 baseline)
   switch-only      one instance per stage, fixed; variants and batch change (like IPA's RIM)
@@ -42,7 +43,7 @@ from adapter.sidecar import LoopSettings, Sidecar, Tick
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("adapter", "ipa", "scale-only", "switch-only", "static-accurate", "static-cheapest")
+POLICIES = ("adapter", "ipa", "ipa-lstm", "scale-only", "switch-only", "static-accurate", "static-cheapest")
 
 
 def _restrict(spec: PipelineSpec, pick) -> PipelineSpec:
@@ -70,10 +71,11 @@ def policy_setup(name: str, spec: PipelineSpec, profiles: Profiles, peak_rps: fl
     default = make_predictor("max-window")
     if name == "adapter":
         return PolicySetup(spec, PolicyConfig(), default)
-    if name == "ipa":
+    if name in ("ipa", "ipa-lstm"):
         no_switching = dataclasses.replace(spec.objective, switch_variant=0.0, switch_config=0.0)
+        predictor = LastValuePredictor(window_s=120) if name == "ipa" else make_predictor("ipa-lstm")
         return PolicySetup(dataclasses.replace(spec, objective=no_switching),
-                           PolicyConfig(max_latency_scale=1.0), LastValuePredictor(window_s=120))
+                           PolicyConfig(max_latency_scale=1.0), predictor)
     if name == "scale-only":
         return PolicySetup(most_accurate(spec), PolicyConfig(), default)
     if name == "switch-only":

@@ -11,7 +11,8 @@ rps of the next 20 s. Per workload and predictor setting:
   MAE rps   mean |pred - true| over all decisions
 IPA's four workloads are damped (`int(v / damping)`); `twitter-day` is 23.5 h of the undamped
 trace (seconds 1,296,000-1,380,600, in IPA's test week) between two of its daily ~29 min
-recording gaps.
+recording gaps, and `twitter-day-damped` the same stretch damped like IPA's workloads: the range
+IPA's LSTM ("ipa-lstm", trained on the damped trace before second 1,234,932) was trained for.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from adapter.workloads import IPA_DAMPING, NAMED_WORKLOADS, named_workload, twit
 INTERVAL_S = 10  # IPA's adaptation interval
 HORIZON_S = 20  # what IPA's LSTM predicts: the max of the next 20 s
 LONG_STRETCH = ("twitter-day", 1_296_000, 1_380_600)  # 23.5 h from the end of one daily gap to the next
+DAMPED_STRETCH = "twitter-day-damped"  # the same, damped as IPA's workloads
 
 # (registry name, parameters, note): the registry's defaults plus the tuning alternatives.
 SETTINGS: list[tuple[str, dict[str, Any], str]] = [
@@ -40,6 +42,7 @@ SETTINGS: list[tuple[str, dict[str, Any], str]] = [
     ("last-value", {}, "IPA reactive"),
     ("last-value", {"window_s": 120}, "IPA max fallback"),
     ("moving-average", {}, ""),
+    ("ipa-lstm", {}, "IPA's LSTM"),
 ]
 
 
@@ -89,6 +92,8 @@ def load_workloads(selected: str, damping: float) -> dict[str, np.ndarray]:
     long_name, start, end = LONG_STRETCH
     if selected in ("all", long_name):
         workloads[long_name] = np.asarray(twitter_trace()[start:end], dtype=np.float64)
+    if selected in ("all", DAMPED_STRETCH):
+        workloads[DAMPED_STRETCH] = np.floor(np.asarray(twitter_trace()[start:end], dtype=np.float64) / damping)
     return workloads
 
 
@@ -99,8 +104,8 @@ def setting_label(name: str, params: dict[str, Any], note: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adapter.bench.predictors", description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="all", choices=["all", *NAMED_WORKLOADS, LONG_STRETCH[0]])
-    parser.add_argument("--damping", type=float, default=IPA_DAMPING, help="divisor for IPA's four workloads")
+    parser.add_argument("--workload", default="all", choices=["all", *NAMED_WORKLOADS, LONG_STRETCH[0], DAMPED_STRETCH])
+    parser.add_argument("--damping", type=float, default=IPA_DAMPING, help=f"divisor for IPA's four workloads and {DAMPED_STRETCH}")
     args = parser.parse_args(argv)
 
     try:
@@ -118,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"decide every {INTERVAL_S} s, truth = max rps of the next {HORIZON_S} s; "
           f"damping {args.damping:g} for IPA's workloads; default predictor: {DEFAULT_PREDICTOR}")
-    print(f"{'workload':12} {'predictor':42} {'n':>5} {'under %':>8} {'over %':>7} {'short %':>8} {'MAE rps':>8}")
+    print(f"{'workload':18} {'predictor':42} {'n':>5} {'under %':>8} {'over %':>7} {'short %':>8} {'MAE rps':>8}")
     for workload, label, result in rows:
-        print(f"{workload:12} {label:42} {result.decisions:>5} {result.under_pct:>8.1f} {_pct(result.over_pct):>7} "
+        print(f"{workload:18} {label:42} {result.decisions:>5} {result.under_pct:>8.1f} {_pct(result.over_pct):>7} "
               f"{_pct(result.shortfall_pct):>8} {result.mae_rps:>8.2f}")
     return 0
 

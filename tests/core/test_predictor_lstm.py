@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapter import paths
 from adapter.bench.predictors import LONG_STRETCH, decision_times, evaluate
 from adapter.bench.train_lstm import ipa_series, samples
 from adapter.core import predictor_lstm
@@ -21,7 +22,10 @@ from adapter.core.predictor import LastValuePredictor, Predictor, make_predictor
 from adapter.core.predictor_lstm import (
     INPUT_WINDOWS, MODEL_PATH, PROVENANCE_PATH, LstmPredictor, predict_window_maxima,
 )
+from adapter.core.profile import load_profiles
+from adapter.core.spec import load_spec
 from adapter.errors import ConfigError
+from adapter.experiment import POLICIES, policy_setup
 from adapter.workloads import IPA_DAMPING, twitter_trace
 
 LSTM = LstmPredictor()
@@ -202,3 +206,11 @@ def test_held_out_error_beats_ipas_non_learned_predictors(held_out_day):
     assert mae["ipa-lstm"] < 0.85 * mae["reactive"], mae
     assert mae["ipa-lstm"] < 0.55 * mae["max-120"], mae
 
+
+def test_ipa_lstm_policy_is_ipa_with_the_lstm():
+    spec = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
+    profiles = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+    assert "ipa-lstm" in POLICIES
+    ipa, ipa_lstm = policy_setup("ipa", spec, profiles, 30.0), policy_setup("ipa-lstm", spec, profiles, 30.0)
+    assert ipa_lstm.predictor == LSTM and ipa.predictor == LastValuePredictor(window_s=120)
+    assert (ipa_lstm.spec, ipa_lstm.config, ipa_lstm.static_rps) == (ipa.spec, ipa.config, ipa.static_rps)
