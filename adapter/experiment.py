@@ -6,7 +6,7 @@
 
 Every policy is the same control loop over the same planner with a restriction, so a comparison
 compares policies, not code paths:
-  adapter          everything: max-window predictor, switching costs, closed-loop correction
+  adapter          everything: quantile forecast, amortised switching costs, compute-time correction
   ipa              IPA's formulation: no switching cost, no correction, max of the last 120 s
   ipa-lstm         the same with IPA's LSTM load predictor (adapter/core/predictor_lstm.py)
   scale-only       the most accurate variant per stage, fixed; batch and instances follow load
@@ -68,14 +68,19 @@ class PolicySetup:
 
 
 def policy_setup(name: str, spec: PipelineSpec, profiles: Profiles, peak_rps: float) -> PolicySetup:
-    default = make_predictor("max-window")
+    default = make_predictor()
     if name == "adapter":
         return PolicySetup(spec, PolicyConfig(), default)
     if name in ("ipa", "ipa-lstm"):
         no_switching = dataclasses.replace(spec.objective, switch_variant=0.0, switch_config=0.0)
         predictor = LastValuePredictor(window_s=120) if name == "ipa" else make_predictor("ipa-lstm")
-        return PolicySetup(dataclasses.replace(spec, objective=no_switching),
-                           PolicyConfig(max_latency_scale=1.0), predictor)
+        # IPA's formulation as published: its latency model (batch-fill wait), the spec's capacity
+        # margin, no switching cost, no correction, no backlog or pool clamp; the stabilisation
+        # window the harness always gave it.
+        ipa = PolicyConfig(max_latency_scale=1.0, headroom=None, plan_lifetime_s=None, drain_s=None,
+                           clamp_to_pool=False, scale_down_hysteresis=0.0, latency_model="ipa",
+                           overload_trigger=None)
+        return PolicySetup(dataclasses.replace(spec, objective=no_switching), ipa, predictor)
     if name == "scale-only":
         return PolicySetup(most_accurate(spec), PolicyConfig(), default)
     if name == "switch-only":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from statistics import NormalDist
 from dataclasses import dataclass, fields
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
@@ -71,6 +72,54 @@ class MaxWindowPredictor:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QuantilePredictor:
+    """A quantile of the load's peak over the next `horizon_s`, learnt from the history itself.
+
+    The load is the rate averaged over `smooth_s` seconds: a queue rides out shorter bursts
+    (the planner's queueing model already covers Poisson arrivals within that), so it is the
+    peak of that average the plan must serve. The level is the mean of the last `level_s`
+    seconds. Over the last `lookback_s` seconds, at every second t whose next `horizon_s` seconds
+    are known, the ratio (peak of the `smooth_s` average in those seconds) / (level at t) is what
+    the load did next relative to where it stood; the forecast is the current level times the
+    `quantile` of those ratios. The one margin in the forecast is thus sized to how much this
+    load really moves within a horizon (noise at low rates, bursts, ramps), and the planner
+    adds no headroom of its own on top. With fewer than `min_samples` ratios, the ratio is the
+    same quantile of the peak of a Poisson process at the level (normal approximation), and the
+    forecast never goes below the last `level_s` seconds' `smooth_s` average.
+    """
+
+    level_s: int = 5
+    smooth_s: int = 5
+    horizon_s: int = 20
+    lookback_s: int = 300
+    quantile: float = 0.95
+    min_samples: int = 60
+
+    def __post_init__(self) -> None:
+        for name in ("level_s", "smooth_s", "horizon_s", "lookback_s", "min_samples"):
+            _check_whole_seconds(self, name)
+        if isinstance(self.quantile, bool) or not isinstance(self.quantile, (int, float)) \
+                or not 0.5 <= self.quantile < 1.0:
+            raise ConfigError(f"{type(self).__name__}: `quantile` must be a number in [0.5, 1), got {self.quantile!r}")
+
+    def predict(self, history_rps: Sequence[float]) -> float:
+        recent = _last_seconds(history_rps, self.lookback_s + self.horizon_s + self.level_s)
+        if recent.size == 0:
+            return 0.0
+        level = float(recent[-self.level_s:].mean())
+        smooth = _moving_mean(recent, self.smooth_s)
+        ratios = _peak_ratios(recent, smooth, self.level_s, self.smooth_s, self.horizon_s)
+        if ratios.size >= self.min_samples:
+            return level * float(np.quantile(ratios, self.quantile))
+        # Short history: the peak over the horizon of a Poisson process's `smooth_s` average,
+        # about horizon/smooth independent windows.
+        windows = max(1.0, self.horizon_s / self.smooth_s)
+        z = NormalDist().inv_cdf(self.quantile ** (1.0 / windows))
+        floor = float(smooth[-self.level_s:].max()) if smooth.size else level
+        return max(level + z * math.sqrt(level / self.smooth_s), floor)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LastValuePredictor:
     """The max of the last `window_s` seconds: 1 is the last second, 10 is IPA's "reactive"
     predictor, 120 its "max" fallback."""
@@ -100,12 +149,13 @@ class MovingAveragePredictor:
 
 
 PREDICTORS: dict[str, type[Predictor]] = {
+    "quantile": QuantilePredictor,
     "max-window": MaxWindowPredictor,
     "last-value": LastValuePredictor,
     "moving-average": MovingAveragePredictor,
     "ipa-lstm": LstmPredictor,
 }
-DEFAULT_PREDICTOR = "max-window"
+DEFAULT_PREDICTOR = "quantile"
 
 
 def make_predictor(name: str = DEFAULT_PREDICTOR, **params: object) -> Predictor:
@@ -172,3 +222,29 @@ def _noise_sigma(recent: np.ndarray) -> float:
     if recent.size < 2:
         return 0.0
     return float(np.diff(recent).std() / math.sqrt(2))
+
+
+
+def _moving_mean(recent: np.ndarray, window_s: int) -> np.ndarray:
+    """smooth[i] = mean(recent[i : i + window_s]) (the average ending at second i + window_s - 1)."""
+    if recent.size < window_s:
+        return np.zeros(0)
+    sums = np.concatenate(([0.0], np.cumsum(recent)))
+    return (sums[window_s:] - sums[:-window_s]) / window_s
+
+
+def _peak_ratios(recent: np.ndarray, smooth: np.ndarray, level_s: int, smooth_s: int, horizon_s: int) -> np.ndarray:
+    """For every second t with `level_s` seconds up to it and `horizon_s` after it: the peak of
+    the `smooth_s` averages lying wholly in (t, t + horizon_s], over the mean of the `level_s`
+    seconds ending at t. Seconds at level 0 are skipped."""
+    n = recent.size
+    span = horizon_s - smooth_s + 1  # averages wholly inside the horizon
+    if span < 1 or n < level_s + horizon_s:
+        return np.zeros(0)
+    sums = np.concatenate(([0.0], np.cumsum(recent)))
+    ends = np.arange(level_s, n - horizon_s + 1)  # level window: recent[end - level_s : end]
+    level = (sums[ends] - sums[ends - level_s]) / level_s
+    peaks = np.lib.stride_tricks.sliding_window_view(smooth, span).max(axis=1)  # peaks[i]: smooth[i : i + span]
+    peak = peaks[ends]  # averages starting at `end` .. end + span - 1, i.e. seconds end .. end + horizon - 1
+    keep = level > 0
+    return peak[keep] / level[keep]

@@ -1,11 +1,14 @@
 import math
 
+import numpy as np
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.core.predictor import (
-    PREDICTORS, LastValuePredictor, MaxWindowPredictor, MovingAveragePredictor, Predictor, make_predictor,
+    PREDICTORS, LastValuePredictor, MaxWindowPredictor, MovingAveragePredictor, Predictor, QuantilePredictor,
+    make_predictor,
 )
 from adapter.errors import ConfigError
 
@@ -50,8 +53,8 @@ def test_registry_builds_predictors(name, kind):
     assert isinstance(predictor, Predictor)
 
 
-def test_default_is_max_window_with_ipa_windows():
-    assert make_predictor() == MaxWindowPredictor(window_s=10, lookback_s=120, horizon_s=20, headroom_sigma=1.5)
+def test_default_is_the_quantile_forecast_over_ipas_horizon():
+    assert make_predictor() == QuantilePredictor(horizon_s=20)
 
 
 INVALID_PARAMETERS = [
@@ -77,7 +80,7 @@ def test_invalid_parameters(kind, params, message):
     "name, params, message",
     [
         ("max-widow", {}, r"unknown predictor 'max-widow' \(did you mean 'max-window'\?\); "
-                          r"known: max-window, last-value, moving-average"),
+                          r"known: quantile, max-window, last-value, moving-average, ipa-lstm"),
         ("lstm", {}, r"unknown predictor 'lstm' \(did you mean 'ipa-lstm'\?\); known: "),
         ("max-window", {"window": 5},
          r"predictor 'max-window' has no parameter 'window' \(did you mean 'window_s'\?\); "
@@ -109,3 +112,17 @@ def test_max_window_never_below_the_last_window(history, window_s, extra_lookbac
 def test_predictions_are_finite_and_non_negative(history, name):
     prediction = make_predictor(name).predict(history)
     assert math.isfinite(prediction) and prediction >= 0
+
+
+def test_the_quantile_forecast_sizes_its_margin_to_the_loads_own_variation():
+    """Poisson load: the margin is about the spread of a 5 s average's peak over 20 s (no fixed
+    percentage on top); a load that doubles within every horizon is forecast at about double."""
+    rng = np.random.default_rng(0)
+    steady = QuantilePredictor().predict(rng.poisson(100, 400))
+    assert 100 < steady < 100 * 1.2
+    saw = np.tile(np.concatenate([np.full(30, 50.0), np.full(30, 100.0)]), 7)  # 50 <-> 100 every 30 s
+    assert QuantilePredictor().predict(saw[:-30]) >= 95  # at 50 now, and it has always doubled soon
+
+
+def test_the_quantile_forecast_with_short_history_assumes_poisson_noise():
+    assert QuantilePredictor().predict([100.0] * 20) == pytest.approx(100 + 2.0 * 10 / 5 ** 0.5, rel=0.15)
