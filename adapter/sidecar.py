@@ -2,6 +2,11 @@
 
     observe (MetricsSource) -> history -> decide (pure policy) -> reconcile (TritonActuator)
 
+The history is the pipeline's arrival rate, one value per real second whichever source feeds it
+(`ArrivalHistory`: a Prometheus source's per-second series merged by timestamp, or a Triton
+source's window means spread over the seconds each window covers), so the predictor's lookback
+is real time, not a count of observations.
+
 It keeps running through faults: metrics missing or stale and Triton unreachable hold the plan
 (retried with exponential backoff), a solver error keeps the current plan, a failed actuation is
 rolled back by the actuator and reported. Each distinct message is logged once, not per tick.
@@ -9,6 +14,7 @@ rolled back by the actuator and reported. Each distinct message is logged once, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +25,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from adapter.core import policy
-from adapter.core.observation import Observation
+from adapter.core.observation import ArrivalHistory, Observation
 from adapter.core.predictor import Predictor
 from adapter.core.profile import Profiles
 from adapter.core.spec import PipelineSpec
@@ -97,7 +103,7 @@ class Sidecar:
         self.clock = clock
         self.on_tick = on_tick
         self.state = policy.PolicyState()
-        self.history: deque[float] = deque(maxlen=settings.history_s)
+        self.history = ArrivalHistory(spec.ensemble, settings.history_s)
         self.latest: Observation | None = None
         self._sla_misses: deque[bool] = deque(maxlen=30)
         self._last_logged = ""
@@ -117,8 +123,7 @@ class Sidecar:
             return
         self.latest = obs
         rps = obs.rps(self.spec.ensemble)
-        # One history entry per second of the window, so the predictor sees a per-second series.
-        self.history.extend([rps] * max(1, round(obs.window_s)))
+        self.history.add(obs)
         self.metrics.observed_rps.set(rps)
         stats = obs.models.get(self.spec.ensemble)
         if stats is not None and stats.p99_ms is not None:
@@ -131,8 +136,9 @@ class Sidecar:
     def decide_and_apply(self) -> Tick:
         now = self.clock()
         inputs = policy.PolicyInputs(spec=self.spec, profiles=self.profiles,
-                                     predictor=self.predictor, history_rps=list(self.history),
-                                     observation=self.latest, config=self.config)
+                                     predictor=self.predictor, history_rps=self.history.rates(),
+                                     observation=self.latest,
+                                     config=dataclasses.replace(self.config, interval_s=self.settings.interval_s))
         start = time.perf_counter()
         decision, self.state = policy.decide(inputs, self.state, now)
         self.metrics.solve_seconds.observe(time.perf_counter() - start)
@@ -197,6 +203,10 @@ class Sidecar:
 
     # -- loop ----------------------------------------------------------------------------------
 
+    def decision_due(self, next_decision: float) -> bool:
+        """The interval is up, or the arrivals have outgrown the plan in force."""
+        return self.clock() >= next_decision or policy.overloaded(self.history.rates(), self.state.current, self.config)
+
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         start = self.clock()
         next_decision = start + self.settings.interval_s
@@ -205,9 +215,10 @@ class Sidecar:
             if duration_s is not None and now - start >= duration_s:
                 return
             self.observe()
-            if self.clock() >= next_decision:
+            if self.decision_due(next_decision):
                 self.decide_and_apply()
-                # A slow actuation (a model reload) skips the ticks it overran, no catch-up burst.
-                next_decision = max(next_decision + self.settings.interval_s,
+                # A slow actuation (a model reload) skips the ticks it overran, no catch-up burst;
+                # after an early (overload) decision the next one is an interval later.
+                next_decision = max(min(next_decision, now) + self.settings.interval_s,
                                     self.clock() + self.settings.interval_s / 2)
             stop.wait(self.settings.observe_every_s)

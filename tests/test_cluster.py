@@ -348,20 +348,27 @@ def _plan(rps: float):
 
 
 class CannedPrometheus:
-    """Prometheus' HTTP query API answering the monitor's PromQL with one pipeline rate."""
+    """Prometheus' HTTP query API answering the monitor's PromQL with one pipeline rate: the
+    rate() query gets `rps`, the raw-samples query a success counter growing at `rps`, scraped
+    every second."""
 
     def __init__(self, rps: float):
-        self.rps = rps
+        self._changes = [(time.time() - 3600, 0.0, rps)]  # (since, counter then, rps), oldest first
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("query", [""])[0]
-                result = []
+                result, kind = [], "vector"
                 if "rate(nv_inference_request_success" in query:
                     result = [{"metric": {"model": "text_search"}, "value": [time.time(), str(outer.rps)]}]
+                elif query.startswith("nv_inference_request_success") and query.endswith("[30s]"):
+                    now = int(time.time())
+                    result = [{"metric": {"model": "text_search"},
+                               "values": [[t, str(outer.count_at(t))] for t in range(now - 29, now + 1)]}]
+                    kind = "matrix"
                 body = json.dumps({"status": "success",
-                                   "data": {"resultType": "vector", "result": result}}).encode()
+                                   "data": {"resultType": kind, "result": result}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -377,6 +384,19 @@ class CannedPrometheus:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def rps(self) -> float:
+        return self._changes[-1][2]
+
+    @rps.setter
+    def rps(self, rps: float) -> None:
+        now = time.time()
+        self._changes.append((now, self.count_at(now), rps))
+
+    def count_at(self, t: float) -> float:
+        since, count, rps = next(c for c in reversed(self._changes) if c[0] <= t)
+        return count + rps * (t - since)
 
     def close(self):
         self.server.shutdown()
