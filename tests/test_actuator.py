@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from adapter.core.admission import UNBOUNDED, QueuePolicy, queue_policies
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.serving.actuator import (ActuationError, LoadModel, ModelSettings, ObservedState,
                                       RepointEnsemble, TritonActuator, UnloadModel, desired_state,
-                                      diff)
+                                      diff, settings_of, with_settings)
 from adapter.serving.client import TextClient, decode_strings
 from adapter.serving.repository import ModelRepository
 from adapter.loadgen import load_records, start_schedule, summarise
@@ -43,14 +44,51 @@ def _observed(steps, settings):
 def test_desired_state_keeps_max_batch_at_least_the_ensembles():
     plan = make_plan(("langid", "langid_cld2", 2, 1, 500), ("embed", "embed_l3", 16, 2, 3000))
     desired = desired_state(plan, "text_search", ensemble_max_batch=8)
+    queues = queue_policies(plan)
     assert desired.steps == ("langid_cld2", "embed_l3")
-    assert desired.models["langid_cld2"] == ModelSettings(1, 8, 2, 500)
-    assert desired.models["embed_l3"] == ModelSettings(2, 16, 16, 3000)
+    assert desired.models["langid_cld2"] == ModelSettings(1, 8, 2, 500, queues["langid_cld2"])
+    assert desired.models["embed_l3"] == ModelSettings(2, 16, 16, 3000, queues["embed_l3"])
+
+
+def test_each_member_gets_the_admission_rules_queue_policy():
+    plan = make_plan(("langid", "langid_cld2", 2, 1, 0), ("embed", "embed_l3", 16, 2, 0))
+    desired = desired_state(plan, "text_search", 8)
+    # langid: S = 1 * 2 / 100 rps = 20 ms, half the 150 ms SLA -> waits up to 55 ms: 2 rounds of 2.
+    assert desired.models["langid_cld2"].queue == QueuePolicy(4, 55_000, "REJECT", True)
+    # embed: S = 2 * 16 / 100 rps = 320 ms > its 75 ms budget: one round of 2 x 16, one S to wait.
+    assert desired.models["embed_l3"].queue == QueuePolicy(32, 320_000, "REJECT", True)
+    assert all(s.queue == UNBOUNDED for s in desired_state(plan, "text_search", 8, admission=False).models.values())
+
+
+def test_a_changed_queue_policy_is_a_reconfiguration_and_an_unchanged_one_is_nothing():
+    plan = make_plan(("langid", "langid_cld2", 1, 1, 0), ("embed", "embed_l3", 1, 1, 0))
+    desired = desired_state(plan, "text_search", 8)
+    same = _observed(desired.steps, dict(desired.models))
+    assert diff(desired, same, frozenset(desired.models)) == []
+    unbounded = desired_state(plan, "text_search", 8, admission=False)
+    assert diff(desired, _observed(desired.steps, dict(unbounded.models)), frozenset(desired.models)) == [
+        LoadModel(m, s, "reconfigure") for m, s in desired.models.items()]
+
+
+def test_the_queue_policy_round_trips_through_the_config_json():
+    config = {"name": "m", "max_batch_size": 8, "dynamic_batching": {"preferred_batch_size": [8]}}
+    settings = ModelSettings(2, 8, 4, 0, QueuePolicy(12, 40_000, "REJECT", True))
+    written = with_settings(config, settings)
+    assert written["dynamic_batching"]["default_queue_policy"] == {
+        "max_queue_size": 12, "default_timeout_microseconds": 40_000, "timeout_action": "REJECT",
+        "allow_timeout_override": True}
+    assert settings_of(written) == settings
+    # As Triton reports it: defaults left out, uint64 as a string.
+    reported = dict(written, dynamic_batching={"preferred_batch_size": [4], "default_queue_policy": {
+        "max_queue_size": 12, "default_timeout_microseconds": "40000", "allow_timeout_override": True}},
+        instance_group=[{"count": 2}])
+    assert settings_of(reported) == settings
+    assert "default_queue_policy" not in with_settings(written, ModelSettings(2, 8, 4, 0))["dynamic_batching"]
 
 
 def test_diff_orders_load_then_repoint_then_unload():
     desired = desired_state(make_plan(("langid", "langid_cld2", 1, 1, 0),
-                                      ("embed", "embed_l3", 1, 2, 0)), "text_search", 8)
+                                      ("embed", "embed_l3", 1, 2, 0)), "text_search", 8, admission=False)
     observed = _observed(("langid_fasttext", "embed_l3"),
                          {"langid_fasttext": ModelSettings(1, 8, 1, 0),
                           "embed_l3": ModelSettings(1, 8, 1, 0)})
@@ -97,9 +135,9 @@ class CountingRepository(ModelRepository):
         super().unload(model)
 
 
-def _actuator(server, models):
+def _actuator(server, models, admission=True):
     repo = CountingRepository(server.endpoints)
-    return TritonActuator(repo, "text_search", VARIANTS, models), repo
+    return TritonActuator(repo, "text_search", VARIANTS, models, admission=admission), repo
 
 
 def _serves_german(server) -> bool:
@@ -120,7 +158,9 @@ def test_reconcile_converges_and_a_second_run_changes_nothing(small_triton):
     assert any("new langid_cld2" in d for d in done) and any("ensemble" in d for d in done)
     observed = actuator.observe()
     assert observed.ensemble_steps == ("langid_cld2", "embed_l3")
-    assert observed.settings["langid_cld2"] == ModelSettings(2, 8, 4, 2000)
+    # The queue policy Triton reports is the rule's: a second reconcile finds nothing to change.
+    assert observed.settings["langid_cld2"] == ModelSettings(2, 8, 4, 2000, queue_policies(plan)["langid_cld2"])
+    assert observed.settings["langid_cld2"].queue.bounded
     assert "langid_fasttext" not in observed.ready
     assert _serves_german(server)
 
@@ -150,7 +190,10 @@ def test_a_failed_load_rolls_back_to_the_serving_configuration(small_triton):
 
 def test_twenty_changes_under_constant_load_fail_no_request(small_triton, tmp_path, capsys):
     server, models = small_triton
-    actuator, _ = _actuator(server, models)
+    # These plans' capacities (100 req/s per stage) are made up, so the queue policies the
+    # admission rule derives from them would shed real requests by design; this test is about
+    # reconfiguring without failing any (shedding is tested in test_shedding.py).
+    actuator, _ = _actuator(server, models, admission=False)
     actuator.reconcile(BASE)
     swaps = [make_plan(("langid", "langid_cld2" if i % 2 == 0 else "langid_fasttext", 1, 1, 0),
                        ("embed", "embed_l3_int8" if i % 2 == 0 else "embed_l3", 1, 1, 0))

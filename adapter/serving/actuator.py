@@ -12,6 +12,11 @@ override; variants it no longer uses are unloaded last, after their in-flight re
 Batch sizes: the planner's batch b becomes the dynamic batcher's preferred size with the planned
 queue delay, while max_batch_size stays >= the ensemble's: a member whose max_batch_size drops
 below the ensemble's makes Triton unload the ensemble (measured: thousands of failed requests).
+
+Admission: each member gets the queue policy of `core.admission` for the plan (a bounded queue
+and a timeout that reject, at once, what could not be served within the SLA). A changed policy
+is a reconfiguration like a batching change (an in-place reload over gRPC); the ensemble itself
+has no queue and passes its members' rejections to the client.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.core.admission import UNBOUNDED, QueuePolicy, queue_policies
 from adapter.core.plan import Plan
 from adapter.errors import AdapterError, ServerError
 from adapter.serving.repository import ModelRepository, configured, read_config_pbtxt
@@ -37,6 +43,7 @@ class ModelSettings:
     max_batch_size: int
     preferred_batch_size: int
     max_queue_delay_us: int
+    queue: QueuePolicy = UNBOUNDED  # dynamic_batching.default_queue_policy
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,9 @@ class ActuationError(ServerError):
     """A change failed; the server was rolled back to the configuration it served before."""
 
 
-def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int) -> DesiredState:
+def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int, admission: bool = True) -> DesiredState:
+    """The plan as Triton settings; `admission` False leaves every queue unbounded."""
+    policies = queue_policies(plan) if admission else {}
     models = {}
     steps = []
     for stage in plan.stages:
@@ -90,7 +99,8 @@ def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int) -> Desired
         v = stage.variants[0]
         models[v.model] = ModelSettings(
             instances=v.instances, max_batch_size=max(v.max_batch_size, ensemble_max_batch),
-            preferred_batch_size=v.max_batch_size, max_queue_delay_us=v.max_queue_delay_us)
+            preferred_batch_size=v.max_batch_size, max_queue_delay_us=v.max_queue_delay_us,
+            queue=policies.get(v.model, UNBOUNDED))
         steps.append(v.model)
     return DesiredState(ensemble=ensemble, steps=tuple(steps), models=models)
 
@@ -103,14 +113,40 @@ def settings_of(config: dict[str, Any]) -> ModelSettings:
         instances=sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1,
         max_batch_size=max_batch,
         preferred_batch_size=preferred[0] if len(preferred) == 1 else max_batch,
-        max_queue_delay_us=int(batching.get("max_queue_delay_microseconds", 0)))
+        max_queue_delay_us=int(batching.get("max_queue_delay_microseconds", 0)),
+        queue=queue_policy_of(batching.get("default_queue_policy") or {}))
+
+
+def queue_policy_of(policy: dict[str, Any]) -> QueuePolicy:
+    """Triton's default_queue_policy in JSON form (as the repository API reports it: fields at
+    their default are left out, uint64 values are strings) -> QueuePolicy."""
+    return QueuePolicy(max_queue_size=int(policy.get("max_queue_size", 0)),
+                       timeout_us=int(policy.get("default_timeout_microseconds", 0)),
+                       timeout_action=str(policy.get("timeout_action", "REJECT")),
+                       allow_timeout_override=bool(policy.get("allow_timeout_override", False)))
+
+
+def queue_policy_json(q: QueuePolicy) -> dict[str, Any]:
+    return {"max_queue_size": q.max_queue_size, "default_timeout_microseconds": q.timeout_us,
+            "timeout_action": q.timeout_action, "allow_timeout_override": q.allow_timeout_override}
 
 
 def with_settings(config: dict[str, Any], s: ModelSettings) -> dict[str, Any]:
     out = configured(config, instances=s.instances, max_batch_size=s.max_batch_size,
                      max_queue_delay_us=s.max_queue_delay_us)
     out["dynamic_batching"]["preferred_batch_size"] = [s.preferred_batch_size]
+    if s.queue == UNBOUNDED:
+        out["dynamic_batching"].pop("default_queue_policy", None)
+    else:
+        out["dynamic_batching"]["default_queue_policy"] = queue_policy_json(s.queue)
     return out
+
+
+def describe(s: ModelSettings) -> str:
+    queue = (f", queue <= {s.queue.max_queue_size}, timeout {s.queue.timeout_us / 1000:g} ms"
+             if s.queue.bounded else ", queue unbounded")
+    return (f"{s.instances} instance(s), batch {s.preferred_batch_size} (max {s.max_batch_size}), "
+            f"queue delay {s.max_queue_delay_us} us{queue}")
 
 
 def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]) -> list[Action]:
@@ -131,8 +167,9 @@ def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]
 
 class TritonActuator:
     def __init__(self, repository: ModelRepository, ensemble: str, variants: list[str],
-                 model_repository: Path):
+                 model_repository: Path, admission: bool = True):
         self.repository = repository
+        self.admission = admission  # bound each member's queue by the plan (core.admission)
         self.ensemble = ensemble
         self.variants = frozenset(variants)
         self.model_repository = model_repository  # config.pbtxt of variants not loaded yet
@@ -186,10 +223,7 @@ class TritonActuator:
                     previous = observed.configs.get(action.model)
                     self.repository.load(action.model, with_settings(base, action.settings))
                     undo.append(("restore", (action.model, previous)))
-                    what = (f"{action.reason} {action.model}: {action.settings.instances} "
-                            f"instance(s), batch {action.settings.preferred_batch_size} "
-                            f"(max {action.settings.max_batch_size}), queue delay "
-                            f"{action.settings.max_queue_delay_us} us")
+                    what = f"{action.reason} {action.model}: {describe(action.settings)}"
                 elif isinstance(action, RepointEnsemble):
                     undo.append(("repoint", observed.ensemble_steps))
                     self._repoint(action.steps)
@@ -228,7 +262,8 @@ class TritonActuator:
         done: list[str] = []
         for _ in range(passes):
             observed = self.observe()
-            desired = desired or desired_state(plan, self.ensemble, self.ensemble_max_batch())
+            desired = desired or desired_state(plan, self.ensemble, self.ensemble_max_batch(),
+                                               admission=self.admission)
             actions = diff(desired, observed, self.variants)
             if not actions:
                 break
