@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from adapter import paths
+from adapter.core.admission import is_shed
 from adapter.core.plan import Plan
 from adapter.core.policy import PolicyConfig
 from adapter.core.predictor import LastValuePredictor, make_predictor
@@ -118,25 +119,33 @@ def held_decision(plan: Plan):
 
 def per_second_rows(sent_s: np.ndarray, latency_ms: np.ndarray, failed: np.ndarray,
                     ticks: list[tuple[float, Plan | None]], target: list[float], sla_ms: float,
-                    accuracy_bounds: tuple[float, float]) -> list[dict]:
+                    accuracy_bounds: tuple[float, float], shed: np.ndarray | None = None) -> list[dict]:
     """One row per second of the run: load, latency, SLA misses, and the plan in force.
 
-    Requests are given as arrays: when each was sent (s from the run's start), its latency and
-    whether it failed; `ticks` are (s from the start, plan in force from then)."""
+    Requests are given as arrays: when each was sent (s from the run's start), its latency,
+    whether it failed, and whether it was shed (rejected at admission by Triton's queue policy;
+    a shed request counts as shed, not failed, even when `failed` marks it too); `ticks` are
+    (s from the start, plan in force from then). Per second, of the requests sent in it:
+    `achieved_rps` all of them, `shed` those rejected at admission, `sla_misses` the admitted
+    ones answered past the SLA or failed, `failed` those failed otherwise; p50/p99 over the
+    admitted ones."""
     lo, hi = accuracy_bounds
+    shed = np.zeros(len(sent_s), dtype=bool) if shed is None else np.asarray(shed, dtype=bool)
     order = np.argsort(sent_s, kind="stable")
-    sent_s, latency_ms, failed = sent_s[order], latency_ms[order], failed[order]
+    sent_s, latency_ms, shed = sent_s[order], latency_ms[order], shed[order]
+    failed = np.asarray(failed, dtype=bool)[order] & ~shed
     bounds = np.searchsorted(sent_s, np.arange(len(target) + 1))
-    missed = failed | (latency_ms > sla_ms)
+    missed = ~shed & (failed | (latency_ms > sla_ms))
     rows = []
     for second, target_rps in enumerate(target):
         a, b = bounds[second], bounds[second + 1]
-        ms = latency_ms[a:b]
+        ms = latency_ms[a:b][~shed[a:b]]
         plan = next((p for when, p in reversed(ticks) if when <= second + 1), None)
         row = {"second": second, "target_rps": round(target_rps, 2), "achieved_rps": int(b - a),
                "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else "",
                "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else "",
-               "sla_misses": int(missed[a:b].sum()), "failed": int(failed[a:b].sum())}
+               "sla_misses": int(missed[a:b].sum()), "failed": int(failed[a:b].sum()),
+               "shed": int(shed[a:b].sum())}
         if plan is not None:
             for stage in plan.stages:
                 row[f"{stage.stage}_variant"] = stage.model
@@ -151,17 +160,38 @@ def per_second_rows(sent_s: np.ndarray, latency_ms: np.ndarray, failed: np.ndarr
     return rows
 
 
-def summarise_run(rows: list[dict], latency_ms: np.ndarray, failed: np.ndarray, meta: dict) -> dict:
+def summarise_run(rows: list[dict], latency_ms: np.ndarray, failed: np.ndarray, meta: dict,
+                  shed: np.ndarray | None = None) -> dict:
+    """The run in figures (docs/experiments.md). Every request is one of: served within the
+    SLA, late (answered past it), shed (rejected at admission), failed (any other error).
+      served_within_sla_pct + shed_pct + late_pct = 100, late_pct counting late and failed;
+      sla_miss_pct  late and failed among the admitted (not shed) requests: what the SLA
+                    promise was to the requests the pipeline took on;
+      failed, shed, late  counts; p50_ms / p99_ms over the admitted requests."""
     total = len(latency_ms)
-    latencies = latency_ms if total else np.zeros(1)
+    shed = np.zeros(total, dtype=bool) if shed is None else np.asarray(shed, dtype=bool)
+    n_shed = int(shed.sum())
+    n_failed = int((np.asarray(failed, dtype=bool) & ~shed).sum())
+    misses = sum(row["sla_misses"] for row in rows)
+    admitted = latency_ms[~shed] if total else latency_ms
+    latencies = admitted if len(admitted) else np.zeros(1)
     weighted = [(row["achieved_rps"], row["normalised_accuracy"], row["accuracy"]) for row in rows
                 if "accuracy" in row]
     weight = sum(w for w, _, _ in weighted) or 1
+
+    def pct(n: int, of: int) -> float:
+        return round(100 * n / max(of, 1), 3)
+
     return {
         **meta,
         "requests": total,
-        "failed": int(np.sum(failed)),
-        "sla_miss_pct": round(100 * sum(row["sla_misses"] for row in rows) / max(total, 1), 3),
+        "failed": n_failed,
+        "shed": n_shed,
+        "late": misses - sum(row["failed"] for row in rows),
+        "served_within_sla_pct": pct(total - n_shed - misses, total),
+        "shed_pct": pct(n_shed, total),
+        "late_pct": pct(misses, total),
+        "sla_miss_pct": pct(misses, total - n_shed),
         "p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "p99_ms": round(float(np.percentile(latencies, 99)), 2),
         "normalised_accuracy": round(sum(w * n for w, n, _ in weighted) / weight, 4),
@@ -204,6 +234,7 @@ def plot(path: Path, rows: list[dict], summary: dict, stages: list[str]) -> Path
     load.set_ylabel("requests/s")
     load.legend(loc="upper left", fontsize=8)
     load.set_title(f"{summary['policy']} on {summary['workload']}: SLA miss {summary['sla_miss_pct']}%, "
+                   f"shed {summary.get('shed_pct', 0)}%, "
                    f"p99 {summary['p99_ms']} ms, accuracy {summary['normalised_accuracy']}, "
                    f"cost {summary['cost_core_seconds']} core-s", fontsize=10)
     p99 = [r["p99_ms"] if r["p99_ms"] != "" else np.nan for r in rows]
@@ -304,9 +335,10 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
     sent_s = np.array([r["t"] - t0 for r in requests], dtype=float)
     latency_ms = np.array([r["ms"] for r in requests], dtype=float)
     failed = np.array([bool(r["error"]) for r in requests], dtype=bool)
+    shed = np.array([bool(r.get("shed")) or is_shed(r["error"]) for r in requests], dtype=bool)
     rows = per_second_rows(sent_s, latency_ms, failed, [(when - t0, plan) for when, plan in ticks],
-                           target, spec.sla_ms, accuracy_range(spec))
-    summary = summarise_run(rows, latency_ms, failed, {
+                           target, spec.sla_ms, accuracy_range(spec), shed=shed)
+    summary = summarise_run(rows, latency_ms, failed, shed=shed, meta={
         "policy": policy, "workload": str(trace_file or workload), "time_scale": time_scale,
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})

@@ -1,5 +1,9 @@
 """What the Locust files share: Triton clients that report to Locust's stats, real input texts,
-and an optional log of every request (for the experiment harness's per-second figures)."""
+and an optional log of every request (for the experiment harness's per-second figures).
+
+A request Triton rejects at admission (its queue policy: a full queue, or a queue timeout) is
+*shed*: reported to Locust as a `Shed` failure (its own row in the failures table, apart from
+other errors) and logged with "shed": true."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import time
 import gevent
 import numpy as np
 from locust import events
+
+from adapter.core.admission import is_shed
 
 
 def init_gevent_grpc() -> None:
@@ -36,6 +42,11 @@ def _add_arguments(parser) -> None:
 
 
 HTTP_CONNECTIONS = 256
+
+
+class Shed(Exception):
+    """Triton rejected the request at admission (queue full or queue timeout): not served, on
+    purpose, at once."""
 
 
 class TritonCaller:
@@ -71,8 +82,8 @@ class TritonCaller:
         exception = None
         try:
             self.client.infer(self.model, [tensor])
-        except Exception as exc:  # reported to Locust as a failure
-            exception = exc
+        except Exception as exc:  # reported to Locust as a failure (shed ones as Shed)
+            exception = Shed(str(exc)) if is_shed(str(exc)) else exc
         except gevent.GreenletExit:  # the run ended first: recorded, not lost
             self._report(since, text, RuntimeError("unfinished when the run ended"))
             raise
@@ -99,7 +110,8 @@ def _open_request_log(environment, **_) -> None:
 def _log_request(start_time=None, response_time=None, exception=None, **_) -> None:
     if _log_file is not None:
         _log_file.write(json.dumps({"t": start_time, "ms": round(response_time, 3),
-                                    "error": str(exception)[:200] if exception else ""}) + "\n")
+                                    "error": str(exception)[:200] if exception else "",
+                                    "shed": isinstance(exception, Shed)}) + "\n")
 
 
 @events.test_stop.add_listener

@@ -6,17 +6,38 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from adapter import paths
 from adapter.bench.fidelity import adapter_lead_s, compare
 from adapter.core.profile import load_profiles
 from adapter.core.spec import load_spec
-from adapter.experiment import run_experiment
+from adapter.experiment import per_second_rows, run_experiment, summarise_run
 from adapter.sim.run import SimSettings, simulate
 
 SPEC = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
 PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+
+
+def test_shed_late_and_failed_requests_are_counted_apart():
+    # second 0: served, late, shed, failed (unfinished); second 1: served, shed.
+    sent = np.array([0.1, 0.2, 0.3, 0.4, 1.1, 1.2])
+    latency = np.array([50.0, 150.0, 5.0, 3000.0, 20.0, 2.0])
+    failed = np.array([False, False, True, True, False, True])  # a shed request is an error too
+    shed = np.array([False, False, True, False, False, True])
+    rows = per_second_rows(sent, latency, failed, [], [4.0, 2.0], sla_ms=100, accuracy_bounds=(0, 1), shed=shed)
+    assert [(r["achieved_rps"], r["shed"], r["sla_misses"], r["failed"]) for r in rows] == [(4, 1, 2, 1), (2, 1, 0, 0)]
+    assert rows[1]["p50_ms"] == 20.0  # admitted requests only
+    summary = summarise_run(rows, latency, failed, {"sla_ms": 100}, shed=shed)
+    assert {k: summary[k] for k in ("requests", "failed", "shed", "late")} == {
+        "requests": 6, "failed": 1, "shed": 2, "late": 1}
+    assert summary["served_within_sla_pct"] == summary["shed_pct"] == summary["late_pct"] == 33.333
+    assert summary["sla_miss_pct"] == 50.0  # 2 of the 4 admitted
+    assert summary["p99_ms"] == pytest.approx(np.percentile([50, 150, 3000, 20], 99), abs=0.01)
+    # Without shedding the figures mean what they always did: every error is a failure.
+    plain = summarise_run(per_second_rows(sent, latency, failed, [], [4.0, 2.0], 100, (0, 1)), latency, failed, {})
+    assert (plain["failed"], plain["shed"], plain["sla_miss_pct"]) == (3, 0, pytest.approx(100 * 4 / 6, abs=0.001))
 
 
 @pytest.fixture(scope="module")
