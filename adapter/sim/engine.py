@@ -11,6 +11,14 @@ What it models, and how Triton does it:
 - **Instances**: `instances` batches run at once; they share the pod's cores (service.py).
 - **Ensemble hand-off**: each finished batch's requests go on to the next step's model in the
   same pod, as separate requests, after `handoff_ms`.
+- **Admission** (Triton's queue policy, `core.admission`): a request arriving at a model whose
+  queue holds `max_queue_size` requests is rejected at once; a queued request that has waited
+  longer than the timeout is rejected when the batcher reaches it (forming a batch), never
+  computed. Rejected requests are *shed*: `Engine.shed` holds when. Counters as Triton 2.51
+  keeps them (measured): a timeout counts one failure on the model, a full queue none; the
+  ensemble counts two failures per shed request. (Triton also sweeps expired requests out of
+  a queue every 500 ms while no instance is free; here they leave when the batcher reaches
+  them, so they are shed at most one service time later.)
 - **Reconfiguration**: a new configuration of a stage (another variant, or the same model
   reloaded with other instances or batching) serves the requests that reach the stage after it
   is ready; requests already queued finish on the old one, as Triton's reload drains them.
@@ -29,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adapter.core.admission import UNBOUNDED, QueuePolicy
 from adapter.monitor.metrics import ModelCounters, Sample
 from adapter.sim.service import ServiceTimes
 
@@ -44,12 +53,14 @@ class StageConfig:
     batch: int  # preferred batch size (the planner's b); batches never exceed it
     queue_delay_us: int
     instances: int
+    queue: QueuePolicy = UNBOUNDED  # dynamic_batching.default_queue_policy
 
 
 class ModelServer:
     """One model (one configuration) in one pod: its queue, its instances, its counters."""
 
-    __slots__ = ("config", "stage", "pod", "queue", "busy", "timer_at", "stats", "delay_s")
+    __slots__ = ("config", "stage", "pod", "queue", "busy", "timer_at", "stats", "delay_s", "max_queue",
+                 "timeout_s")
 
     def __init__(self, config: StageConfig, stage: int, pod: "Pod", stats: "ModelStatsLog"):
         self.config, self.stage, self.pod, self.stats = config, stage, pod, stats
@@ -57,6 +68,9 @@ class ModelServer:
         self.busy = 0
         self.timer_at = -1.0
         self.delay_s = config.queue_delay_us / 1e6
+        self.max_queue = config.queue.max_queue_size  # 0: unbounded
+        rejects = config.queue.timeout_action == "REJECT"
+        self.timeout_s = config.queue.timeout_us / 1e6 if rejects else 0.0  # 0: no timeout
 
 
 class Pod:
@@ -70,10 +84,10 @@ class ModelStatsLog:
     """Cumulative Triton-style counters of one model over all pods, plus recent latencies for
     the p99 summary."""
 
-    __slots__ = ("success", "executions", "queue_s", "compute_s", "pending", "done_t", "latency_s")
+    __slots__ = ("success", "failure", "executions", "queue_s", "compute_s", "pending", "done_t", "latency_s")
 
     def __init__(self):
-        self.success = self.executions = 0
+        self.success = self.failure = self.executions = 0
         self.queue_s = self.compute_s = 0.0
         self.pending = 0
         self.done_t: list[float] = []
@@ -100,6 +114,8 @@ class Engine:
         self.stage_in = [[-1.0] * n for _ in range(stages)]
         self.stage_out = [[-1.0] * n for _ in range(stages)]
         self.finished = [-1.0] * n
+        self.shed = [-1.0] * n  # when a request was rejected at admission (-1: it was not)
+        self.rejected_full = self.rejected_timeout = 0
         self.pods: list[Pod] = []
         self.stats: dict[str, ModelStatsLog] = {ensemble: ModelStatsLog()}
         self._next_arrival = 0
@@ -183,25 +199,61 @@ class Engine:
             server = current
         now = self.now
         stage_in = self.stage_in[server.stage]
+        queue, bound = server.queue, server.max_queue
         for r in requests:
             stage_in[r] = now
-            server.queue.append((now, r))
-        server.stats.pending += len(requests)
+            if bound and len(queue) >= bound:  # Triton: "Exceeds maximum queue size", at once
+                self.rejected_full += 1
+                self._reject(r)
+                continue
+            queue.append((now, r))
+            server.stats.pending += 1
         self._dispatch(server)
+
+    def _reject(self, request: int) -> None:
+        self.shed[request] = self.now
+        ens = self.stats[self.ensemble]
+        ens.failure += 2  # Triton 2.51 counts each failed ensemble request twice
+        self._in_flight -= 1
+        ens.pending = self._in_flight
+
+    def _time_out(self, server: ModelServer, request: int) -> None:
+        """Triton: "Request timeout expired", when the batcher reaches the request."""
+        self.rejected_timeout += 1
+        server.stats.pending -= 1
+        server.stats.failure += 1  # counted on the model (reason REJECTED)
+        self._reject(request)
 
     def _dispatch(self, server: ModelServer) -> None:
         config = server.config
         queue = server.queue
         now = self.now
+        timeout = server.timeout_s
         while queue and server.busy < config.instances:
+            if timeout > 0:  # the batcher rejects the expired requests it reaches
+                while queue and now - queue[0][0] > timeout + 1e-12:
+                    self._time_out(server, queue.popleft()[1])
+                if not queue:
+                    return
             if len(queue) < config.batch and now < queue[0][0] + server.delay_s - 1e-12:
                 due = queue[0][0] + server.delay_s
                 if server.timer_at < 0 or server.timer_at > due:
                     server.timer_at = due
                     self._push(due, _TIMER, server, None)
                 return
-            size = min(len(queue), config.batch)
-            batch = [queue.popleft() for _ in range(size)]
+            if timeout > 0:
+                batch = []
+                while queue and len(batch) < config.batch:
+                    entered, r = queue.popleft()
+                    if now - entered > timeout + 1e-12:
+                        self._time_out(server, r)
+                    else:
+                        batch.append((entered, r))
+                if not batch:
+                    continue
+            else:
+                batch = [queue.popleft() for _ in range(min(len(queue), config.batch))]
+            size = len(batch)
             server.busy += 1
             server.stats.pending -= size
             service_s = self.service.draw_s(config.model, size, server.busy)
@@ -262,7 +314,8 @@ class Engine:
         models = {}
         for model, s in self.stats.items():
             models[model] = ModelCounters(
-                success=float(s.success), inferences=float(s.success), executions=float(s.executions),
+                success=float(s.success), failure=float(s.failure), inferences=float(s.success),
+                executions=float(s.executions),
                 queue_us=s.queue_s * 1e6, compute_us=s.compute_s * 1e6, pending=float(s.pending),
                 p99_us=s.p99_us(now) if with_p99 else None)
         return Sample(time_s=now, models=models)

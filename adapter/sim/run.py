@@ -23,9 +23,10 @@ import numpy as np
 
 from adapter import paths
 from adapter.core import policy as core_policy
+from adapter.core.admission import UNBOUNDED, queue_policies
 from adapter.core.plan import Plan
 from adapter.core.planner import plan_pipeline
-from adapter.core.policy import PolicyConfig
+from adapter.core.policy import Decision, PolicyConfig, Reason
 from adapter.core.profile import Profiles
 from adapter.core.spec import PipelineSpec
 from adapter.errors import ConfigError
@@ -56,6 +57,7 @@ class SimSettings:
     warm_start: bool = False  # start on the policy's plan for the first second's load
     max_pods: int | None = None  # override the spec's limits.max_pods (the pool)
     lead_s: float = 0.0  # the adapter's loop starts this long before the trace's first request
+    admission: bool = True  # bound each model's queue as the live actuator does (core.admission)
 
 
 class SimSource:
@@ -86,7 +88,8 @@ class SimActuator:
         self.busy_s = 0.0  # how long the last reconcile blocked the loop
 
     def start(self, configs: list[StageConfig], pods: int = 1) -> None:
-        self.configs = list(configs)
+        self.configs = [c if self.settings.admission else dataclasses.replace(c, queue=UNBOUNDED)
+                        for c in configs]
         for _ in range(pods):
             self.engine.add_pod(self.configs, ready_at=self.engine.now)
 
@@ -101,7 +104,7 @@ class SimActuator:
     def reconcile(self, plan: Plan) -> list[str]:
         now = self.engine.now
         self.busy_s = 0.0
-        desired = stage_configs(plan)
+        desired = stage_configs(plan, admission=self.settings.admission)
         actions: list[str] = []
         t = now
         variant_changed = []
@@ -110,8 +113,10 @@ class SimActuator:
                 continue
             t += self.load_s(new.model, new.instances)
             kind = "reconfigure" if old.model == new.model else "new"
+            queue = (f", queue <= {new.queue.max_queue_size}, timeout {new.queue.timeout_us / 1000:g} ms"
+                     if new.queue.bounded else "")
             actions.append(f"{kind} {new.model}: {new.instances} instance(s), batch {new.batch}, "
-                           f"queue delay {new.queue_delay_us} us ({(t - now) * 1000:.0f} ms)")
+                           f"queue delay {new.queue_delay_us} us{queue} ({(t - now) * 1000:.0f} ms)")
             if old.model == new.model:  # reloaded in place: serves as soon as it is loaded
                 for pod in self.engine.pods:
                     self.engine.reconfigure(pod, stage, new, t)
@@ -137,14 +142,19 @@ class SimActuator:
         return actions
 
 
-def stage_configs(plan: Plan) -> list[StageConfig]:
+def stage_configs(plan: Plan, admission: bool = True) -> list[StageConfig]:
+    """The plan as each stage's loaded configuration, with the admission rule's queue policy as
+    the live actuator writes it (`admission` False: unbounded queues)."""
     configs = []
     for stage in plan.stages:
         if len(stage.variants) != 1:
             raise ServerError(f"stage {stage.stage}: the simulator applies single-variant plans, "
                               f"like the Triton actuator")
+    policies = queue_policies(plan) if admission else {}
+    for stage in plan.stages:
         v = stage.variants[0]
-        configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances))
+        configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances,
+                                   policies.get(v.model, UNBOUNDED)))
     return configs
 
 
@@ -156,7 +166,7 @@ def repository_configs(spec: PipelineSpec, ensembles: Path = paths.ENSEMBLES,
     configs = []
     for model in steps:
         s = settings_of(read_config_pbtxt(models / model / "config.pbtxt"))
-        configs.append(StageConfig(model, s.preferred_batch_size, s.max_queue_delay_us, s.instances))
+        configs.append(StageConfig(model, s.preferred_batch_size, s.max_queue_delay_us, s.instances, s.queue))
     return configs
 
 
@@ -244,7 +254,9 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
         sidecar.observe()
         while scheduled and scheduled[0][0] <= t:  # the oracle: no loop, its changes on time
             plan = scheduled.pop(0)[1]
-            record(Tick(t, held_decision(plan), tuple(actuator.reconcile(plan)), None))
+            change = Decision(reason=Reason.APPLY, message="oracle schedule", plan=plan,
+                              predicted_rps=plan.rps, planned_rps=plan.rps)
+            record(Tick(t, change, tuple(actuator.reconcile(plan)), None))
             actuator.busy_s = 0.0
         due = t >= next_decision if static is not None else sidecar.decision_due(next_decision)
         if due and policy != "oracle":
@@ -264,16 +276,19 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     engine.run_until(end + settings.drain_s)
 
     finished = np.asarray(engine.finished)
-    failed = finished < 0  # still queued when the run ended
+    shed_at = np.asarray(engine.shed)
+    shed = shed_at >= 0  # rejected at admission
+    failed = (finished < 0) & ~shed  # still queued when the run ended
     sent = np.asarray(arrivals)
-    latency_ms = np.where(failed, end + settings.drain_s - sent, finished - sent) * 1000.0
+    latency_ms = np.where(shed, shed_at - sent,
+                          np.where(failed, end + settings.drain_s - sent, finished - sent)) * 1000.0
     stage_ms = {}
     for s, stage in enumerate(spec.stages):
         entered, left = np.asarray(engine.stage_in[s]), np.asarray(engine.stage_out[s])
         done = left >= 0
         stage_ms[stage.name] = (left[done] - entered[done]) * 1000.0
-    rows = per_second_rows(sent, latency_ms, failed, ticks, target, spec.sla_ms, accuracy_range(spec))
-    summary = summarise_run(rows, latency_ms, failed, {
+    rows = per_second_rows(sent, latency_ms, failed, ticks, target, spec.sla_ms, accuracy_range(spec), shed=shed)
+    summary = summarise_run(rows, latency_ms, failed, shed=shed, meta={
         "policy": policy, "workload": workload, "simulated": True,
         "arrivals": "poisson" if settings.poisson else "trace-exact", "interval_s": settings.interval_s,
         "sla_ms": spec.sla_ms, "seconds": end, "max_pods": spec.limits.max_pods,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adapter.core.admission import QueuePolicy
 from adapter.core.profile import LatencyFit, Profiles, VariantProfile
 from adapter.sim.engine import Engine, StageConfig
 from adapter.sim.service import ServiceTimes
@@ -176,3 +177,43 @@ def test_service_times_prefer_the_server_side_percentiles():
     service = ServiceTimes(Profiles(variants={"m": fit(ms)}))
     assert service.median_ms("m", 2) == pytest.approx(4.0)
     assert service.median_ms("m", 3) == pytest.approx(6.0)  # between measured sizes: linear
+
+
+def test_a_bounded_queue_rejects_exactly_the_excess_at_once():
+    # A burst of 10 at t = 0, one instance serving one request per 10 ms, a queue of 3: the first
+    # goes into service, 3 wait, the other 6 are rejected on arrival.
+    engine = engine_with(np.zeros(10), [StageConfig("m", 1, 0, 1, QueuePolicy(max_queue_size=3))], {"m": (10.0, 0.0)})
+    engine.run_until(1.0)
+    assert engine.finished[:4] == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    assert engine.finished[4:] == [-1.0] * 6 and engine.shed == [-1.0] * 4 + [0.0] * 6
+    assert (engine.rejected_full, engine.rejected_timeout) == (6, 0)
+    # As Triton counts them: nothing on the model for a full queue, two per request on the ensemble.
+    assert (engine.stats["m"].success, engine.stats["m"].failure) == (4, 0)
+    assert (engine.stats["ens"].success, engine.stats["ens"].failure, engine.stats["ens"].pending) == (4, 12, 0)
+
+
+def test_a_request_that_waited_past_its_timeout_is_rejected_when_the_batcher_reaches_it():
+    # 100 ms per request, a 150 ms timeout: the second starts after 90 ms of waiting; the third
+    # and fourth have waited 180 and 170 ms when the instance frees at 200 ms: rejected then,
+    # never computed.
+    policy = QueuePolicy(timeout_us=150_000, allow_timeout_override=True)
+    engine = engine_with([0.0, 0.01, 0.02, 0.03], [StageConfig("m", 1, 0, 1, policy)], {"m": (100.0, 0.0)})
+    engine.run_until(1.0)
+    assert engine.finished == pytest.approx([0.1, 0.2, -1.0, -1.0])
+    assert engine.shed == pytest.approx([-1.0, -1.0, 0.2, 0.2])
+    assert (engine.rejected_full, engine.rejected_timeout) == (0, 2)
+    m = engine.stats["m"]
+    assert (m.success, m.executions, m.failure, m.pending) == (2, 2, 2, 0)  # a timeout counts on the model
+
+
+def test_a_later_stage_sheds_after_the_earlier_one_served():
+    # Stage a serves the first request alone (no delay), then the other two as one batch at 5 ms;
+    # stage b serves one per 50 ms and holds one waiting: the third is shed there at 10 ms.
+    configs = [StageConfig("a", 4, 0, 1), StageConfig("b", 1, 0, 1, QueuePolicy(max_queue_size=1))]
+    engine = engine_with(np.zeros(3), configs, {"a": (5.0, 0.0), "b": (50.0, 0.0)})
+    engine.run_until(1.0)
+    assert engine.stage_out[0] == pytest.approx([0.005, 0.010, 0.010])  # a computed all three
+    assert engine.finished == pytest.approx([0.055, 0.105, -1.0]) and engine.shed[2] == pytest.approx(0.010)
+    sample = engine.sample()
+    assert (sample.models["ens"].success, sample.models["ens"].failure) == (2.0, 2.0)
+    assert (sample.models["a"].success, sample.models["b"].success, sample.models["b"].failure) == (3.0, 2.0, 0.0)

@@ -30,12 +30,15 @@ def test_a_run_has_the_live_results_format(tmp_path):
     out = write_sim_results(tmp_path / "run", result, SPEC)
     rows = list(csv.DictReader((out / "per_second.csv").open()))
     assert len(rows) == 120
-    for column in ("target_rps", "achieved_rps", "p99_ms", "sla_misses", "langid_variant", "embed_variant",
+    for column in ("target_rps", "achieved_rps", "p99_ms", "sla_misses", "shed", "langid_variant", "embed_variant",
                    "capacity_rps", "normalised_accuracy", "cost_cores"):
         assert column in rows[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"] == int(step(5, 30).sum())
     assert summary["simulated"] and summary["decisions"] >= 1
+    for key in ("failed", "shed", "late", "served_within_sla_pct", "shed_pct", "late_pct", "sla_miss_pct"):
+        assert key in summary  # the live summary's keys
+    assert summary["served_within_sla_pct"] + summary["shed_pct"] + summary["late_pct"] == pytest.approx(100, abs=0.01)
     assert set(summary["stage_p99_ms"]) == {"langid", "embed"}
     assert (out / "plot.png").stat().st_size > 10_000
     decisions = json.loads((out / "decisions.json").read_text())
@@ -61,9 +64,29 @@ def test_poisson_arrivals_keep_the_rate_but_not_the_schedule():
 def test_an_overloaded_static_plan_misses_and_an_adaptive_one_does_not():
     load = step(200, 200)
     accurate = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings())
+    queued = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings(admission=False))
     adaptive = simulate(SPEC, PROFILES, load, "adapter", SimSettings(warm_start=True))
-    assert accurate.summary["sla_miss_pct"] > 50  # the most accurate variants cannot carry 200 rps on 2 cores
-    assert adaptive.summary["sla_miss_pct"] < 1
+    # The most accurate variants cannot carry 200 rps on 2 cores: the excess is shed at once and
+    # what is admitted is served in time; with unbounded queues nearly everything is late.
+    assert accurate.summary["shed_pct"] > 40 and accurate.summary["late_pct"] < 1
+    assert accurate.summary["served_within_sla_pct"] > 40
+    assert queued.summary["sla_miss_pct"] > 50 and queued.summary["shed"] == 0
+    assert adaptive.summary["sla_miss_pct"] < 1 and adaptive.summary["shed_pct"] < 1
+
+
+def test_the_simulated_actuator_applies_the_admission_rule_like_the_live_one():
+    from adapter.core.admission import queue_policies
+    from adapter.core.planner import plan_pipeline
+    from adapter.serving.actuator import desired_state
+
+    plan = plan_pipeline(SPEC, PROFILES, 40.0)
+    live = desired_state(plan, SPEC.ensemble, ensemble_max_batch=8)
+    assert [c.queue for c in stage_configs(plan)] == [live.models[c.model].queue for c in stage_configs(plan)]
+    assert all(c.queue == queue_policies(plan)[c.model] and c.queue.bounded for c in stage_configs(plan))
+    engine = Engine(SPEC.ensemble, 2, np.array([]), ServiceTimes(PROFILES))
+    actuator = SimActuator(engine, PROFILES, SimSettings(admission=False))
+    actuator.start(stage_configs(plan))
+    assert actuator.reconcile(plan) == [] and not any(c.queue.bounded for c in actuator.configs)
 
 
 def test_a_variant_swap_takes_the_measured_load_time_and_blocks_the_loop():
@@ -90,9 +113,10 @@ def test_the_pool_scales_pods_and_new_pods_start_late():
     assert pods[0] == 1 and max(pods) >= 3
     assert result.summary["max_pods_used"] == max(pods)
     # The step at 120 s is seen at the 130 s decision; its pods serve from about 160 s: until
-    # then the queue builds, then drains, and no request misses afterwards.
-    assert all(r["sla_misses"] > 0 for r in result.rows[125:155])
-    assert sum(r["sla_misses"] for r in result.rows[180:]) == 0
+    # then the excess is shed at admission (or, without shedding, the queue builds), and no
+    # request misses or is shed afterwards.
+    assert all(r["sla_misses"] + r["shed"] > 0 for r in result.rows[125:155])
+    assert sum(r["sla_misses"] + r["shed"] for r in result.rows[180:]) == 0
 
 
 def test_the_oracle_plans_for_the_load_that_is_coming():
