@@ -4,8 +4,12 @@ Named steps, each testable alone, each with a reason in the decision's message:
   correct    each served model's compute time per batch (Triton's compute counters, no queueing)
              against the profile's service time at the observed batch -> per-model service
              scale; it decays back towards the profile while a model carries no traffic
-  predict    per-second arrival history -> a quantile forecast of the coming peak (the one
-             margin: the planner adds no headroom on top)
+  predict    per-second arrival history -> scenarios of the coming peak (the one margin: the
+             planner adds no headroom on top)
+  choose     among the plans for several quantiles of those scenarios, the one with the best
+             expected objective: a plan sized below a scenario's peak loses (sheds) the excess,
+             worth its accuracy per request; one sized above it pays for idle cores. The margin
+             is thus set by the objective's own prices (a newsvendor), not by a fixed percentage
   drain      requests already queued are served on top of the forecast within one interval
   stabilise  scale up at once; scale down only to the highest forecast of the last
              `scale_down_window_s` (HPA's window), and only below the current plan's load by
@@ -25,6 +29,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from adapter.core.observation import Observation
 from adapter.core.plan import Mode, Plan
@@ -174,6 +180,18 @@ def overloaded(history_rps: Sequence[float], current: Plan | None, config: Polic
     return recent > current.rps * (1.0 + config.overload_trigger)
 
 
+SCENARIO_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)  # the candidate sizes; the objective picks among them
+
+
+def expected_objective(plan: Plan, peaks: np.ndarray, alpha: float) -> float:
+    """The plan's objective over the load scenarios: what it earns at full service, less the
+    accuracy of the requests above what it serves within the SLA (shed at admission)."""
+    if peaks.size == 0:
+        return plan.objective
+    lost = np.clip(1.0 - plan.rps / np.maximum(peaks, 1e-9), 0.0, None)
+    return plan.objective - alpha * plan.accuracy_score * float(lost.mean())
+
+
 def backlog_rps(observation: Observation, spec: PipelineSpec, drain_s: float | None) -> float:
     """Extra rate that serves the requests already waiting in the pipeline within `drain_s`."""
     if not drain_s:
@@ -216,28 +234,41 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
                          message=f"holding the plan: no fresh metrics ({age})"), state)
 
     scale = correct(state.current, obs, inputs.profiles, state.latency_scale, config)
-    predicted = inputs.predictor.predict(inputs.history_rps)
     backlog = backlog_rps(obs, inputs.spec, config.drain_s)
-    stable, recent = stabilise(state.recent_predictions, predicted + backlog, now_s, config.scale_down_window_s)
-    planned_rps = hysteresis(stable, state.current, config.scale_down_hysteresis)
-    state = dataclasses.replace(state, recent_predictions=recent, latency_scale=scale)
-    why = [f"forecast {predicted:.1f} rps"]
-    if backlog > 0.05:
-        why.append(f"+{backlog:.1f} rps to drain {backlog * config.drain_s:.0f} queued")
-    if stable > predicted + backlog + 1e-9:
-        why.append(f"held at {stable:.1f} rps for {config.scale_down_window_s:g} s")
-    if planned_rps > stable + 1e-9:
-        why.append(f"kept at the current {planned_rps:.1f} rps (within the {config.scale_down_hysteresis:.0%} band)")
-    if any(f > 1.0 for f in scale.values()):
-        why.append("service scale " + ", ".join(f"{m} x{f:.2f}" for m, f in sorted(scale.items())))
+    scenarios = getattr(inputs.predictor, "scenarios", None)
+    peaks = np.asarray(scenarios(inputs.history_rps), dtype=float) + backlog if scenarios else np.zeros(0)
+    predicted = inputs.predictor.predict(inputs.history_rps)
     spec = amortised(inputs.spec, config)
     profiles = scaled_profiles(inputs.profiles, scale)
-    try:
-        plan = planner(spec, profiles, planned_rps, mode=config.mode, current=state.current, solver=config.solver,
+
+    def plan_for(rps: float) -> Plan:
+        return planner(spec, profiles, rps, mode=config.mode, current=state.current, solver=config.solver,
                        headroom=config.headroom, clamp=config.clamp_to_pool, latency_model=config.latency_model)
+
+    why = [f"forecast {predicted:.1f} rps"]
+    try:
+        if peaks.size:
+            options = {round(float(np.quantile(peaks, q)), 3): q for q in SCENARIO_QUANTILES}
+            plans = {rps: plan_for(rps) for rps in options}
+            chosen = max(plans, key=lambda rps: (expected_objective(plans[rps], peaks, spec.objective.alpha), -rps))
+            why.append(f"sized at the p{100 * options[chosen]:.0f} scenario {chosen:.1f} rps by expected objective")
+        else:
+            chosen = predicted + backlog
+        if backlog > 0.05:
+            why.append(f"+{backlog:.1f} rps to drain {backlog * config.drain_s:.0f} queued")
+        stable, recent = stabilise(state.recent_predictions, chosen, now_s, config.scale_down_window_s)
+        planned_rps = hysteresis(stable, state.current, config.scale_down_hysteresis)
+        state = dataclasses.replace(state, recent_predictions=recent, latency_scale=scale)
+        if stable > chosen + 1e-9:
+            why.append(f"held at {stable:.1f} rps for {config.scale_down_window_s:g} s")
+        if planned_rps > stable + 1e-9:
+            why.append(f"kept at the current {planned_rps:.1f} rps (within the {config.scale_down_hysteresis:.0%} band)")
+        if any(f > 1.0 for f in scale.values()):
+            why.append("service scale " + ", ".join(f"{m} x{f:.2f}" for m, f in sorted(scale.items())))
+        plan = plans[chosen] if peaks.size and planned_rps == chosen else plan_for(planned_rps)
     except AdapterError as exc:
+        state = dataclasses.replace(state, latency_scale=scale)
         return (Decision(reason=Reason.SOLVER_ERROR, plan=state.current, predicted_rps=predicted,
-                         planned_rps=planned_rps,
                          message=f"keeping the current plan: planning failed: {exc}"), state)
     if not plan.feasible:
         why.append(plan.message)

@@ -71,6 +71,9 @@ class MaxWindowPredictor:
         return trend + self.headroom_sigma * _noise_sigma(recent)
 
 
+REGIME_BAND = 2.0  # levels within a factor of 2 count as the same regime
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuantilePredictor:
     """A quantile of the load's peak over the next `horizon_s`, learnt from the history itself.
@@ -81,9 +84,12 @@ class QuantilePredictor:
     seconds. Over the last `lookback_s` seconds, at every second t whose next `horizon_s` seconds
     are known, the ratio (peak of the `smooth_s` average in those seconds) / (level at t) is what
     the load did next relative to where it stood; the forecast is the current level times the
-    `quantile` of those ratios. The one margin in the forecast is thus sized to how much this
-    load really moves within a horizon (noise at low rates, bursts, ramps), and the planner
-    adds no headroom of its own on top. With fewer than `min_samples` ratios, the ratio is the
+    `quantile` of those ratios, taken only at seconds whose level was within `REGIME_BAND` of
+    today's: how the load moved from levels like this one (the ratio from a quiet 67 rps into a
+    240 rps burst says nothing about where 240 rps goes next). The one margin in the forecast is
+    thus sized to how much this load really moves within a horizon (noise at low rates, bursts,
+    ramps), and the planner adds no headroom of its own on top; a jump nothing foretold is the
+    loop's overload trigger's to catch. With fewer than `min_samples` ratios, the ratio is the
     same quantile of the peak of a Poisson process at the level (normal approximation), and the
     forecast never goes below the last `level_s` seconds' `smooth_s` average.
     """
@@ -103,20 +109,27 @@ class QuantilePredictor:
             raise ConfigError(f"{type(self).__name__}: `quantile` must be a number in [0.5, 1), got {self.quantile!r}")
 
     def predict(self, history_rps: Sequence[float]) -> float:
+        samples = self.scenarios(history_rps)
+        return float(np.quantile(samples, self.quantile)) if samples.size else 0.0
+
+    def scenarios(self, history_rps: Sequence[float]) -> np.ndarray:
+        """Equally likely values of the coming peak (rps): the level times each past ratio, or,
+        with short history, Poisson quantiles at the level (never below the recent peak)."""
         recent = _last_seconds(history_rps, self.lookback_s + self.horizon_s + self.level_s)
         if recent.size == 0:
-            return 0.0
+            return np.zeros(0)
         level = float(recent[-self.level_s:].mean())
         smooth = _moving_mean(recent, self.smooth_s)
-        ratios = _peak_ratios(recent, smooth, self.level_s, self.smooth_s, self.horizon_s)
+        ratios = _peak_ratios(recent, smooth, self.level_s, self.smooth_s, self.horizon_s, level, REGIME_BAND)
         if ratios.size >= self.min_samples:
-            return level * float(np.quantile(ratios, self.quantile))
+            return level * ratios
         # Short history: the peak over the horizon of a Poisson process's `smooth_s` average,
-        # about horizon/smooth independent windows.
+        # about horizon/smooth independent windows, at 99 evenly spread probabilities.
         windows = max(1.0, self.horizon_s / self.smooth_s)
-        z = NormalDist().inv_cdf(self.quantile ** (1.0 / windows))
+        probabilities = (np.arange(99) + 0.5) / 99
+        z = np.array([NormalDist().inv_cdf(p ** (1.0 / windows)) for p in probabilities])
         floor = float(smooth[-self.level_s:].max()) if smooth.size else level
-        return max(level + z * math.sqrt(level / self.smooth_s), floor)
+        return np.maximum(level + z * math.sqrt(level / self.smooth_s), floor)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,10 +246,12 @@ def _moving_mean(recent: np.ndarray, window_s: int) -> np.ndarray:
     return (sums[window_s:] - sums[:-window_s]) / window_s
 
 
-def _peak_ratios(recent: np.ndarray, smooth: np.ndarray, level_s: int, smooth_s: int, horizon_s: int) -> np.ndarray:
+def _peak_ratios(recent: np.ndarray, smooth: np.ndarray, level_s: int, smooth_s: int, horizon_s: int,
+                 like: float, band: float) -> np.ndarray:
     """For every second t with `level_s` seconds up to it and `horizon_s` after it: the peak of
     the `smooth_s` averages lying wholly in (t, t + horizon_s], over the mean of the `level_s`
-    seconds ending at t. Seconds at level 0 are skipped."""
+    seconds ending at t. Only seconds whose level is within a factor `band` of `like` count
+    (all of them when `like` is 0); seconds at level 0 are skipped."""
     n = recent.size
     span = horizon_s - smooth_s + 1  # averages wholly inside the horizon
     if span < 1 or n < level_s + horizon_s:
@@ -247,4 +262,6 @@ def _peak_ratios(recent: np.ndarray, smooth: np.ndarray, level_s: int, smooth_s:
     peaks = np.lib.stride_tricks.sliding_window_view(smooth, span).max(axis=1)  # peaks[i]: smooth[i : i + span]
     peak = peaks[ends]  # averages starting at `end` .. end + span - 1, i.e. seconds end .. end + horizon - 1
     keep = level > 0
+    if like > 0:
+        keep &= (level >= like / band) & (level <= like * band)
     return peak[keep] / level[keep]
