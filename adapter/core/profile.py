@@ -17,13 +17,19 @@ otherwise scaling is assumed linear (e = 1).
 Reconfiguration delay: each measured point may carry `load_s`, the wall time of the repository
 load (or reload in place) that set it up; `fit()` keeps their median and maximum over all the
 model's points as `VariantProfile.load_s` / `load_s_max` (None when nothing was timed).
+
+Saturation curves (optional, `tpa profile --saturation`): a variant's latency under open-loop
+Poisson load at a ladder of rates up to past its capacity, per (batch size, instances); kept in
+`VariantProfile.saturation` as `SaturationPoint`s. They check the stage model live
+(`adapter.core.saturation`, `python -m adapter.bench.fidelity --saturation`); the planner does
+not read them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +40,10 @@ from adapter.errors import ConfigError
 FORMAT = "tpa-profiles/1"
 _MEASUREMENT_FIELDS = ("batch_size", "instances", "p50_ms", "p99_ms", "throughput_rps", "requests")
 _OPTIONAL_FIELDS = ("load_s", "server_p50_ms", "server_p99_ms")  # written only when known; older files lack them
+_SATURATION_FIELDS = ("batch_size", "instances", "offered_rps", "sent_rps", "achieved_rps", "p50_ms", "p99_ms",
+                      "requests", "failures")
+_SATURATION_OPTIONAL = ("server_p50_ms", "server_p99_ms", "mean_batch", "compute_ms", "host_load_1m",
+                        "server_cpu", "client_cpu", "other_cpu")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +62,34 @@ class Measurement:
     # the client's and the network's share; what a pipeline stage takes inside Triton.
     server_p50_ms: float | None = None
     server_p99_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaturationPoint:
+    """One rate of an open-loop sweep of one model at a fixed (batch size, instances): Poisson
+    arrivals of one text each, many in flight, a few seconds per rate (`adapter.profiler`).
+    Rates are over the measured window (each rate's first second left out); percentiles over
+    the requests sent in it, client-side from the scheduled send time (no coordinated omission)
+    and, where known, server-side (Triton's request trace: arrival to output ready)."""
+
+    batch_size: int  # Triton's max and preferred batch size, no queue delay
+    instances: int
+    offered_rps: float  # the rate asked of the load generator
+    sent_rps: float  # requests it sent per second (a Poisson draw of offered_rps)
+    achieved_rps: float  # responses per second: below sent_rps once the queue grows
+    p50_ms: float
+    p99_ms: float
+    requests: int  # requests sent in the window (the percentiles' sample)
+    failures: int  # of those, failed or unanswered
+    server_p50_ms: float | None = None
+    server_p99_ms: float | None = None
+    mean_batch: float | None = None  # Triton: inferences / executions in the window
+    compute_ms: float | None = None  # Triton: mean compute time of one execution (a batch)
+    host_load_1m: float | None = None  # the machine's 1-minute load average after the rate
+    # Cores busy during the window: Triton with its backends, the load generator, all else.
+    server_cpu: float | None = None
+    client_cpu: float | None = None
+    other_cpu: float | None = None  # > ~0.1: other work shared the cores; the point is suspect
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +120,8 @@ class VariantProfile:
     load_s_max: float | None = None  # slowest such load, seconds
     # The closed-loop correction's factor on every service time (1: the profile as measured).
     service_scale: float = 1.0
+    # Open-loop saturation sweeps, sorted by (instances, batch size, offered rate); () if none.
+    saturation: tuple[SaturationPoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +232,16 @@ def _measurement_doc(m: Measurement) -> dict[str, Any]:
     return doc
 
 
+def _saturation_doc(p: SaturationPoint) -> dict[str, Any]:
+    doc = {k: getattr(p, k) for k in _SATURATION_FIELDS}
+    doc.update({k: getattr(p, k) for k in _SATURATION_OPTIONAL if getattr(p, k) is not None})
+    return doc
+
+
+def sorted_saturation(points) -> tuple[SaturationPoint, ...]:
+    return tuple(sorted(points, key=lambda p: (p.instances, p.batch_size, p.offered_rps)))
+
+
 def save_profiles(profiles: Profiles, path: str | Path) -> None:
     """Write profiles as JSON. The fit is saved for people to read; loading re-fits it."""
     doc = {
@@ -204,11 +254,26 @@ def save_profiles(profiles: Profiles, path: str | Path) -> None:
                         "efficiency_measured": vp.efficiency_measured,
                         **({"load_s": vp.load_s, "load_s_max": vp.load_s_max}
                            if vp.load_s is not None else {})},
+                **({"saturation": [_saturation_doc(p) for p in sorted_saturation(vp.saturation)]} if vp.saturation else {}),
             }
             for name, vp in sorted(profiles.variants.items())
         },
     }
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def save_saturation(profiles: Profiles, path: str | Path, provenance: Mapping[str, Any] | None = None) -> None:
+    """Write the models' saturation sweeps into an existing profiles file, leaving every other
+    byte of it as it was (the measurements and fits are not re-serialised); `provenance`, when
+    given, is stored as the file's `provenance.saturation`."""
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    for name, vp in profiles.variants.items():
+        if vp.saturation and name in doc.get("models", {}):
+            doc["models"][name]["saturation"] = [_saturation_doc(p) for p in sorted_saturation(vp.saturation)]
+    if provenance is not None:
+        doc.setdefault("provenance", {})["saturation"] = dict(provenance)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _number(problems: list[str], entry: dict, key: str, where: str, *, integer: bool, low: float) -> Any:
@@ -219,6 +284,45 @@ def _number(problems: list[str], entry: dict, key: str, where: str, *, integer: 
         problems.append(f"`{where}.{key}`: expected {kind} >= {low:g}, got {value!r}")
         return None
     return value
+
+
+def _saturation(problems: list[str], raw: Any, where: str) -> tuple[SaturationPoint, ...]:
+    """A model's `saturation` list: every point complete, numbers in range, no unknown key."""
+    if not isinstance(raw, list):
+        problems.append(f"`{where}`: expected a list of sweep points, got {raw!r}")
+        return ()
+    points = []
+    for i, p in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(p, dict):
+            problems.append(f"`{at}`: expected an object, got {p!r}")
+            continue
+        for key in p:
+            if key not in _SATURATION_FIELDS + _SATURATION_OPTIONAL:
+                problems.append(f"`{at}.{key}`: unknown key; expected one of "
+                                f"{list(_SATURATION_FIELDS + _SATURATION_OPTIONAL)}")
+        vals = {key: _number(problems, p, key, at, integer=key in ("batch_size", "instances", "requests",
+                                                                   "failures"),
+                             low=1 if key in ("batch_size", "instances") else 0)
+                for key in _SATURATION_FIELDS}
+        for key in _SATURATION_OPTIONAL:
+            if key in p:
+                vals[key] = _number(problems, p, key, at, integer=False, low=0)
+        if None in vals.values():
+            continue
+        if vals["offered_rps"] <= 0:
+            problems.append(f"`{at}.offered_rps`: expected a rate > 0, got {vals['offered_rps']!r}")
+            continue
+        if vals["failures"] > vals["requests"]:
+            problems.append(f"`{at}.failures`: expected <= requests ({vals['requests']}), got {vals['failures']!r}")
+            continue
+        bad = [f"{lo} <= {hi}" for lo, hi in (("p50_ms", "p99_ms"), ("server_p50_ms", "server_p99_ms"))
+               if lo in vals and hi in vals and vals[hi] < vals[lo]]
+        if bad:
+            problems.append(f"`{at}`: expected {bad[0]}, got {vals}")
+            continue
+        points.append(SaturationPoint(**vals))
+    return sorted_saturation(points)
 
 
 def load_profiles(path: str | Path) -> Profiles:
@@ -278,6 +382,10 @@ def load_profiles(path: str | Path) -> Profiles:
             ms.append(Measurement(model=str(name), **vals))
         if ms:
             variants[str(name)] = fit(ms)
+        if "saturation" in entry:
+            points = _saturation(problems, entry["saturation"], f"models.{name}.saturation")
+            if str(name) in variants:
+                variants[str(name)] = replace(variants[str(name)], saturation=points)
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
     if problems:

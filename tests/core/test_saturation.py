@@ -1,0 +1,160 @@
+"""Saturation curves: JSON round trip and validation, measured and predicted max rps at a budget,
+the service-scale calibration (pure; no server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from adapter.core.profile import (Measurement, Profiles, SaturationPoint, fit, load_profiles, save_profiles,
+                                  save_saturation)
+from adapter.core.saturation import (MaxRps, curves, fit_service_scale, measured_max_rps, predicted,
+                                     predicted_max_rps)
+from adapter.errors import ConfigError
+
+
+def _point(rate, p99, *, sent=None, achieved=None, failures=0, b=1, n=1, server_p99=None, **extra):
+    sent = rate if sent is None else sent
+    return SaturationPoint(batch_size=b, instances=n, offered_rps=rate, sent_rps=sent,
+                           achieved_rps=sent if achieved is None else achieved, p50_ms=p99 / 2, p99_ms=p99,
+                           requests=int(sent * 5), failures=failures,
+                           server_p50_ms=None if server_p99 is None else server_p99 / 2,
+                           server_p99_ms=server_p99, **extra)
+
+
+def _constant(service_ms: float = 10.0):
+    """A variant whose batch of one always takes `service_ms` (p50 = p99: no variance)."""
+    return fit([Measurement(model="m", batch_size=1, instances=1, p50_ms=service_ms, p99_ms=service_ms,
+                            throughput_rps=1000 / service_ms, requests=100)])
+
+
+# -- the profiles file ------------------------------------------------------------------------
+
+def test_saturation_round_trips_and_save_saturation_leaves_the_rest_untouched(tmp_path: Path):
+    vp = dataclasses.replace(_constant(), saturation=(
+        _point(80.0, 40.0, server_p99=35.0, mean_batch=1.0, compute_ms=9.5, other_cpu=0.01),
+        _point(30.0, 12.0)))
+    path = tmp_path / "p.json"
+    save_profiles(Profiles(variants={"m": _constant()}, provenance={"command": "tpa profile"}), path)
+    before = json.loads(path.read_text())
+    save_saturation(Profiles(variants={"m": vp}), path, {"date": "2026-01-01"})
+    doc = json.loads(path.read_text())
+    assert doc["models"]["m"]["measurements"] == before["models"]["m"]["measurements"]
+    assert doc["models"]["m"]["fit"] == before["models"]["m"]["fit"]
+    assert doc["provenance"] == {"command": "tpa profile", "saturation": {"date": "2026-01-01"}}
+    assert [p["offered_rps"] for p in doc["models"]["m"]["saturation"]] == [30.0, 80.0]  # sorted
+    assert "server_p99_ms" not in doc["models"]["m"]["saturation"][0]  # optional fields only when known
+    back = load_profiles(path)["m"]
+    assert back.saturation == tuple(sorted(vp.saturation, key=lambda p: p.offered_rps))
+    # save_profiles writes them too, and files without any still load
+    save_profiles(Profiles(variants={"m": back}), tmp_path / "q.json")
+    assert load_profiles(tmp_path / "q.json")["m"].saturation == back.saturation
+    assert load_profiles(tmp_path / "q.json")["m"].measurements == back.measurements
+
+
+GOOD = {"batch_size": 1, "instances": 1, "offered_rps": 100.0, "sent_rps": 98.0, "achieved_rps": 97.0,
+        "p50_ms": 3.0, "p99_ms": 9.0, "requests": 490, "failures": 0}
+
+
+@pytest.mark.parametrize("saturation, match", [
+    ({"not": "a list"}, r"`models\.m\.saturation`: expected a list of sweep points"),
+    ([5], r"`models\.m\.saturation\[0\]`: expected an object, got 5"),
+    ([{k: v for k, v in GOOD.items() if k != "achieved_rps"}],
+     r"`models\.m\.saturation\[0\]\.achieved_rps`: expected a number >= 0, got None"),
+    ([{**GOOD, "rps": 1}], r"`models\.m\.saturation\[0\]\.rps`: unknown key"),
+    ([{**GOOD, "batch_size": 0}], r"`models\.m\.saturation\[0\]\.batch_size`: expected an integer >= 1"),
+    ([{**GOOD, "offered_rps": 0}], r"`models\.m\.saturation\[0\]\.offered_rps`: expected a rate > 0"),
+    ([{**GOOD, "p99_ms": 2.0}], r"`models\.m\.saturation\[0\]`: expected p50_ms <= p99_ms"),
+    ([{**GOOD, "server_p50_ms": 2.0, "server_p99_ms": 1.0}], r"expected server_p50_ms <= server_p99_ms"),
+    ([{**GOOD, "failures": 491}], r"`models\.m\.saturation\[0\]\.failures`: expected <= requests \(490\)"),
+    ([{**GOOD, "p99_ms": float("nan")}], r"`models\.m\.saturation\[0\]\.p99_ms`: expected a number"),
+    ([{**GOOD, "mean_batch": "1"}], r"`models\.m\.saturation\[0\]\.mean_batch`: expected a number"),
+])
+def test_malformed_saturation_is_named(tmp_path: Path, saturation, match):
+    path = tmp_path / "p.json"
+    save_profiles(Profiles(variants={"m": _constant()}), path)
+    doc = json.loads(path.read_text())
+    doc["models"]["m"]["saturation"] = saturation
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=match):
+        load_profiles(path)
+
+
+def test_every_saturation_problem_is_listed(tmp_path: Path):
+    path = tmp_path / "p.json"
+    save_profiles(Profiles(variants={"m": _constant()}), path)
+    doc = json.loads(path.read_text())
+    doc["models"]["m"]["saturation"] = [{**GOOD, "failures": -1}, {**GOOD, "extra": 1}, GOOD]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"2 problems:\n.*failures.*\n.*extra"):
+        load_profiles(path)
+
+
+# -- measured max rps -------------------------------------------------------------------------
+
+def test_measured_max_rps_interpolates_the_first_crossing_in_log_p99():
+    curve = [_point(100, 20), _point(200, 50), _point(300, 200), _point(400, 120)]  # noisy tail after
+    got = measured_max_rps(curve, 100.0, side="client")
+    t = (math.log(100) - math.log(50)) / (math.log(200) - math.log(50))  # = 0.5
+    assert got == MaxRps(pytest.approx(200 + t * 100), "=")
+    assert str(got) == "250"
+
+
+def test_measured_max_rps_bounds_and_falling_behind():
+    assert measured_max_rps([_point(100, 20), _point(200, 50)], 100.0) == MaxRps(200, ">=")
+    assert measured_max_rps([_point(100, 200), _point(200, 500)], 100.0) == MaxRps(100, "<")
+    # a point that answered under 95 % of its arrivals is over, whatever its p99: the last one within
+    behind = [_point(100, 20), _point(200, 60, achieved=150)]
+    assert measured_max_rps(behind, 100.0) == MaxRps(100, "=")
+    failed = [_point(100, 20), _point(200, 60, failures=3)]
+    assert measured_max_rps(failed, 100.0) == MaxRps(100, "=")
+    # rates are what was sent (the Poisson draw), not what was asked
+    assert measured_max_rps([_point(100, 20, sent=97.0)], 100.0) == MaxRps(97.0, ">=")
+
+
+def test_measured_max_rps_reads_the_server_side_p99_where_measured():
+    curve = [_point(100, 120, server_p99=40), _point(200, 300, server_p99=90)]
+    assert measured_max_rps(curve, 100.0).bound == ">="  # the server kept it
+    assert measured_max_rps(curve, 100.0, side="client") == MaxRps(100, "<")
+
+
+def test_curves_group_by_configuration_sorted_by_rate():
+    points = [_point(300, 5, b=4), _point(100, 5), _point(50, 5, b=4), _point(20, 5, n=2)]
+    got = curves(points)
+    assert list(got) == [(1, 1), (1, 2), (4, 1)]
+    assert [p.offered_rps for p in got[(4, 1)]] == [50, 300]
+
+
+# -- predicted max rps and the calibration ------------------------------------------------------
+
+def test_predicted_max_rps_solves_the_stage_model():
+    """Constant 10 ms service, B = n = 1: capacity 100 rps, p99 = 10 + ln(100) r/(1 - r) * 10/2
+    (M/D/1 through the model's Allen-Cunneen term, Cs^2 = 0); at 150 ms r/(1-r) = 140/(5 ln 100)."""
+    vp = _constant(10.0)
+    x = 140 / (5 * math.log(100))
+    assert predicted(vp, 1, 1, 1.0)[1] == pytest.approx(100.0)
+    assert predicted_max_rps(vp, 1, 1, 150.0) == pytest.approx(100 * x / (1 + x), rel=1e-6)
+    assert predicted_max_rps(vp, 1, 1, 5.0) == 0.0  # even one request alone takes 10 ms
+    assert predicted_max_rps(vp, 1, 1, 1e9) == pytest.approx(100.0)  # the capacity bounds it
+
+
+def test_predicted_max_rps_matches_the_model_on_a_measured_profile():
+    from adapter import paths
+
+    vp = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")["embed_l3_int8"]
+    for b, n in ((1, 1), (4, 1), (2, 2)):
+        rate = predicted_max_rps(vp, b, n, 150.0)
+        assert predicted(vp, b, n, rate * 0.999)[0] <= 150.0 < predicted(vp, b, n, rate * 1.01)[0]
+
+
+def test_fit_service_scale_recovers_a_known_slowdown():
+    vp = _constant(10.0)
+    slower = dataclasses.replace(vp, service_scale=1.3)
+    target = predicted_max_rps(slower, 1, 1, 150.0)
+    assert fit_service_scale(vp, 1, 1, 150.0, target) == pytest.approx(1.3, rel=1e-4)
+    assert fit_service_scale(vp, 1, 1, 150.0, 1e6) == 0.25  # clipped at its bounds
+    assert fit_service_scale(vp, 1, 1, 150.0, 1e-3) == 4.0
