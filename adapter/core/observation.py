@@ -53,6 +53,9 @@ class Observation:
         return stats.arrival_rps if stats else 0.0
 
 
+ENSEMBLE_FAILURE_COUNT = 2  # failures Triton 2.51 counts per failed ensemble request
+
+
 class ArrivalHistory:
     """One model's arrival rate per whole second, oldest first, at most `max_seconds` of the
     newest seconds (see the module docstring for how observations merge)."""
@@ -68,7 +71,11 @@ class ArrivalHistory:
         if observation.arrival_seconds is not None:
             self.merge(observation.arrival_seconds.get(self.model, {}))
         else:
-            self.fill_window(observation.time_s, observation.window_s, observation.rps(self.model))
+            stats = observation.models.get(self.model)
+            # Triton 2.51 counts each failed ensemble request twice (monitor/metrics.py); a
+            # request shed at admission is one arrival, not two.
+            rps = stats.arrival_rps - stats.failure_rps / ENSEMBLE_FAILURE_COUNT if stats else 0.0
+            self.fill_window(observation.time_s, observation.window_s, max(0.0, rps))
 
     def merge(self, seconds: Mapping[int, float]) -> None:
         """A source's per-second series: newer data for a held second replaces it."""

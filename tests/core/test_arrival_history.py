@@ -100,3 +100,11 @@ def test_other_models_are_ignored():
 def test_max_seconds_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         ArrivalHistory("p", max_seconds=0)
+
+
+def test_a_shed_ensemble_request_is_one_arrival_though_triton_counts_two_failures():
+    stats = ModelStats(model="p", arrival_rps=100.0, success_rps=90.0, failure_rps=10.0, mean_batch=1,
+                       queue_ms=0.0, compute_ms=1.0, pending=0)  # 5 requests/s shed, counted twice
+    history = ArrivalHistory("p", 60)
+    history.add(Observation(time_s=10.0, window_s=1.0, source="test", models={"p": stats}))
+    assert history.rates() == [95.0]
