@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.core.admission import UNBOUNDED, QueuePolicy, queue_policies
+from adapter.core.admission import UNBOUNDED, Admission, QueuePolicy, queue_policies
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.serving.actuator import (ActuationError, LoadModel, ModelSettings, ObservedState,
                                       RepointEnsemble, TritonActuator, UnloadModel, desired_state,
@@ -52,12 +52,14 @@ def test_desired_state_keeps_max_batch_at_least_the_ensembles():
 
 def test_each_member_gets_the_admission_rules_queue_policy():
     plan = make_plan(("langid", "langid_cld2", 2, 1, 0), ("embed", "embed_l3", 16, 2, 0))
-    desired = desired_state(plan, "text_search", 8)
+    desired = desired_state(plan, "text_search", 8, admission=Admission.BOUNDED)
     # langid: S = 1 * 2 / 100 rps = 20 ms, half the 150 ms SLA -> waits up to 55 ms: 2 rounds of 2.
     assert desired.models["langid_cld2"].queue == QueuePolicy(4, 55_000, "REJECT", True)
     # embed: S = 2 * 16 / 100 rps = 320 ms > its 75 ms budget: one round of 2 x 16, one S to wait.
     assert desired.models["embed_l3"].queue == QueuePolicy(32, 320_000, "REJECT", True)
-    assert all(s.queue == UNBOUNDED for s in desired_state(plan, "text_search", 8, admission=False).models.values())
+    # By default the timeout alone (Triton 2.51 starves a model behind a full queue).
+    assert desired_state(plan, "text_search", 8).models["embed_l3"].queue == QueuePolicy(0, 320_000, "REJECT", True)
+    assert all(s.queue == UNBOUNDED for s in desired_state(plan, "text_search", 8, admission="off").models.values())
 
 
 def test_a_changed_queue_policy_is_a_reconfiguration_and_an_unchanged_one_is_nothing():
@@ -65,7 +67,7 @@ def test_a_changed_queue_policy_is_a_reconfiguration_and_an_unchanged_one_is_not
     desired = desired_state(plan, "text_search", 8)
     same = _observed(desired.steps, dict(desired.models))
     assert diff(desired, same, frozenset(desired.models)) == []
-    unbounded = desired_state(plan, "text_search", 8, admission=False)
+    unbounded = desired_state(plan, "text_search", 8, admission=Admission.OFF)
     assert diff(desired, _observed(desired.steps, dict(unbounded.models)), frozenset(desired.models)) == [
         LoadModel(m, s, "reconfigure") for m, s in desired.models.items()]
 
@@ -88,7 +90,7 @@ def test_the_queue_policy_round_trips_through_the_config_json():
 
 def test_diff_orders_load_then_repoint_then_unload():
     desired = desired_state(make_plan(("langid", "langid_cld2", 1, 1, 0),
-                                      ("embed", "embed_l3", 1, 2, 0)), "text_search", 8, admission=False)
+                                      ("embed", "embed_l3", 1, 2, 0)), "text_search", 8, admission=Admission.OFF)
     observed = _observed(("langid_fasttext", "embed_l3"),
                          {"langid_fasttext": ModelSettings(1, 8, 1, 0),
                           "embed_l3": ModelSettings(1, 8, 1, 0)})
@@ -135,7 +137,7 @@ class CountingRepository(ModelRepository):
         super().unload(model)
 
 
-def _actuator(server, models, admission=True):
+def _actuator(server, models, admission=Admission.TIMEOUT):
     repo = CountingRepository(server.endpoints)
     return TritonActuator(repo, "text_search", VARIANTS, models, admission=admission), repo
 
@@ -193,7 +195,7 @@ def test_twenty_changes_under_constant_load_fail_no_request(small_triton, tmp_pa
     # These plans' capacities (100 req/s per stage) are made up, so the queue policies the
     # admission rule derives from them would shed real requests by design; this test is about
     # reconfiguring without failing any (shedding is tested in test_shedding.py).
-    actuator, _ = _actuator(server, models, admission=False)
+    actuator, _ = _actuator(server, models, admission=Admission.OFF)
     actuator.reconcile(BASE)
     swaps = [make_plan(("langid", "langid_cld2" if i % 2 == 0 else "langid_fasttext", 1, 1, 0),
                        ("embed", "embed_l3_int8" if i % 2 == 0 else "embed_l3", 1, 1, 0))

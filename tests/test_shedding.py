@@ -1,6 +1,7 @@
 """Shedding at admission on the real Triton: the actuator writes the admission rule's queue policy,
-a burst far above capacity is rejected at once (and counted as shed), a request that waited past
-its timeout is rejected and never computed, and the ensemble passes both rejections on.
+a burst far above capacity is rejected (at once with a bounded queue, after the timeout with the
+timeout alone) and counted as shed, a request that waited past its timeout is rejected and never
+computed, and the ensemble passes both rejections on.
 
 The models here sleep for a fixed time per batch (a python-backend model on the real server), so
 capacity does not depend on how busy this machine is; every count is asserted with a margin
@@ -17,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from adapter.core.admission import QUEUE_FULL, QUEUE_TIMEOUT, admission, is_shed
+from adapter.core.admission import QUEUE_FULL, QUEUE_TIMEOUT, Admission, admission, is_shed
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.serving.actuator import TritonActuator
 from adapter.serving.launcher import LocalTriton
@@ -82,8 +83,7 @@ def sleepy(tmp_path_factory):
                          models=["sleeper", "sleepy"])
     server.start()
     repository = ModelRepository(server.endpoints)
-    actuator = TritonActuator(repository, "sleepy", list(SLEEP_MS), root / "models")
-    yield server, actuator
+    yield server, lambda mode: TritonActuator(repository, "sleepy", list(SLEEP_MS), root / "models", admission=mode)
     repository.close()
     server.stop()
 
@@ -137,25 +137,33 @@ class Requests:
 
 
 def test_the_actuator_writes_the_queue_policy_and_reloads_only_when_it_changes(sleepy):
-    server, actuator = sleepy
+    server, actuator_for = sleepy
+    actuator = actuator_for(Admission.BOUNDED)
     plan = sleep_plan("sleeper", planned_service_ms=350, sla_ms=1700)
     done = actuator.reconcile(plan)
     assert any("queue <= 3, timeout 1350 ms" in d for d in done), done
     observed = actuator.observe().settings["sleeper"].queue
-    assert observed == admission(plan)["sleeper"].policy  # as Triton reports it
+    assert observed == admission(plan, Admission.BOUNDED)["sleeper"].policy  # as Triton reports it
     assert actuator.reconcile(plan) == []  # nothing changed: no reload
     tighter = sleep_plan("sleeper", planned_service_ms=350, sla_ms=1000)
     assert [d.split(":")[0] for d in actuator.reconcile(tighter)] == ["reconfigure sleeper"]
     assert actuator.observe().settings["sleeper"].queue.max_queue_size == 1
+    default = actuator_for(Admission.TIMEOUT)  # a restarted adapter in the default mode
+    assert [d.split(":")[0] for d in default.reconcile(tighter)] == ["reconfigure sleeper"]
+    assert default.observe().settings["sleeper"].queue == admission(tighter)["sleeper"].policy
+    assert default.reconcile(tighter) == []
+    off = actuator_for(Admission.OFF)
+    assert any("no queue policy" in d for d in off.reconcile(tighter))
+    assert not off.observe().settings["sleeper"].queue.bounded
 
 
-def test_a_burst_far_above_capacity_is_shed_at_once_and_the_admitted_requests_are_served(sleepy, capsys):
-    server, actuator = sleepy
+def test_a_burst_far_above_capacity_is_shed_at_once_by_a_bounded_queue(sleepy, capsys):
+    server, actuator_for = sleepy
     # Planned: 350 ms per request (the model sleeps 300), SLA 1700 ms: the rule lets a request
     # wait 1350 ms, i.e. 3 whole service rounds: max_queue_size 3, timeout 1350 ms.
     plan = sleep_plan("sleeper", planned_service_ms=350, sla_ms=1700)
-    actuator.reconcile(plan)
-    policy = admission(plan)["sleeper"].policy
+    actuator_for(Admission.BOUNDED).reconcile(plan)
+    policy = admission(plan, Admission.BOUNDED)["sleeper"].policy
     assert (policy.max_queue_size, policy.timeout_us) == (3, 1_350_000)
     burst = 60
     requests = Requests(server)
@@ -187,13 +195,37 @@ def test_a_burst_far_above_capacity_is_shed_at_once_and_the_admitted_requests_ar
     assert all(s <= policy.timeout_us / 1e6 + 2 * 0.3 for s in ok)
 
 
+def test_a_burst_is_shed_after_the_timeout_by_the_timeout_alone(sleepy, capsys):
+    server, actuator_for = sleepy
+    plan = sleep_plan("sleeper", planned_service_ms=350, sla_ms=1700)
+    actuator_for(Admission.TIMEOUT).reconcile(plan)
+    policy = admission(plan)["sleeper"].policy
+    assert (policy.max_queue_size, policy.timeout_us) == (0, 1_350_000)
+    burst = 30
+    requests = Requests(server)
+    computed_before = requests.computed("sleeper")
+    requests.send("sleepy", burst)
+    results = requests.wait(burst)
+    ok = [s for s, error in results if not error]
+    timed_out = [s for s, error in results if QUEUE_TIMEOUT in error]
+    with capsys.disabled():
+        print(f"\n  burst of {burst}, timeout only: {len(ok)} served, {len(timed_out)} rejected after the "
+              f"timeout (the last after {max(timed_out):.2f} s)")
+    assert len(ok) + len(timed_out) == burst  # all admitted; the excess is rejected, nothing fails
+    # The instance serves one request per 300 ms: within the 1.35 s wait at most 5 start.
+    assert 1 <= len(ok) <= 1 + int(1.35 / 0.3) and requests.computed("sleeper") - computed_before == len(ok)
+    # Rejected for having waited the timeout, and not much later: Triton sweeps expired requests
+    # out of the queue every 500 ms while the instance is busy, and at the latest when it is free.
+    assert all(policy.timeout_us / 1e6 <= s <= policy.timeout_us / 1e6 + 0.5 + 0.3 + 0.5 for s in timed_out)
+
+
 def test_a_request_that_waits_past_its_timeout_is_rejected_and_not_computed(sleepy):
-    server, actuator = sleepy
+    server, actuator_for = sleepy
     # The plan expects 250 ms per request but the model takes 4 s (service slower than planned):
     # the queue bound (4) admits requests that the timeout (1.1 s) then rejects.
     plan = sleep_plan("sleeper_slow", planned_service_ms=250, sla_ms=1350)
-    actuator.reconcile(plan)
-    policy = admission(plan)["sleeper_slow"].policy
+    actuator_for(Admission.BOUNDED).reconcile(plan)
+    policy = admission(plan, Admission.BOUNDED)["sleeper_slow"].policy
     assert (policy.max_queue_size, policy.timeout_us) == (4, 1_100_000)
     requests = Requests(server)
     computed_before = requests.computed("sleeper_slow")

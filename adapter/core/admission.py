@@ -28,7 +28,7 @@ The rule, per stage s of a plan (pure; applied when a plan is actuated):
     rounds    = floor(wait / S)                batches each instance completes within that wait
                                                counted from the worst moment (all instances just
                                                started a batch)
-    max_queue_size             = rounds * n * B     (>= one batch: rounds >= 1)
+    max_queue_size             = rounds * n * B     (>= one batch: rounds >= 1; mode BOUNDED only)
     default_timeout_microseconds = wait
     timeout_action REJECT, allow_timeout_override true (a client may ask for a tighter timeout)
 
@@ -42,12 +42,25 @@ reaches it ("Request timeout expired") and never computes it.
 
 The bound is per pod (each pod's Triton has its own queue), hence capacity / pods. A stage
 split across variants gives each variant the stage's budget and its own capacity.
+
+Modes (`Admission`), because of what Triton 2.51 (the server here) does with a queue policy:
+  OFF      no policy: unbounded queues, the excess is answered late.
+  TIMEOUT  the timeout only (the default): a request that has waited `wait` is rejected.
+  BOUNDED  the timeout and the queue bound: a burst is also rejected at once on arrival.
+Any queue policy turns off Triton's payload prefetching (the batcher then forms a batch only for
+an idle instance, and is told of one by the next arrival or its 500 ms poll), and an arrival
+rejected by a full queue wakes nothing. Measured here (embed_l3 alone, 250 req/s offered,
+interleaved runs; docs/experiments.md): no policy served 112-134 req/s, the timeout alone
+104-117, the timeout with a 12-request bound 17-18: once the bound is reached the model is fed
+about once per poll. So on Triton 2.51 the bound costs most of the capacity exactly when it
+matters, and TIMEOUT sheds the excess instead, after at most `wait`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 from adapter.core.plan import Plan, VariantPlan
 
@@ -81,8 +94,19 @@ class QueuePolicy:
 UNBOUNDED = QueuePolicy()
 
 
+class Admission(str, Enum):
+    """How much of the rule a server gets (see the module docstring)."""
+
+    OFF = "off"
+    TIMEOUT = "timeout"
+    BOUNDED = "bounded"
+
+
+DEFAULT = Admission.TIMEOUT  # Triton 2.51: a bounded queue starves the model under overload
+
+
 @dataclass(frozen=True)
-class Admission:
+class QueueSizing:
     """One model's queue policy and the figures it was derived from (for logs and tests)."""
 
     model: str
@@ -90,7 +114,8 @@ class Admission:
     budget_ms: float
     service_ms: float  # S: one batch of B while the pod's n instances are busy
     wait_ms: float
-    policy: QueuePolicy
+    bound: int  # rounds * n * B: the max_queue_size of mode BOUNDED
+    policy: QueuePolicy  # what the mode applies
 
 
 def service_ms(variant: VariantPlan, pods: int) -> float:
@@ -115,21 +140,27 @@ def stage_budgets_ms(plan: Plan) -> tuple[float, ...]:
     return tuple(plan.sla_ms * w / total for w in weights)
 
 
-def admission(plan: Plan) -> dict[str, Admission]:
-    """Every model of the plan -> its queue policy (see the module docstring)."""
-    out: dict[str, Admission] = {}
+def admission(plan: Plan, mode: Admission | str = DEFAULT) -> dict[str, QueueSizing]:
+    """Every model of the plan -> its queue policy under `mode` (see the module docstring)."""
+    try:
+        mode = Admission(mode)
+    except ValueError:
+        raise ValueError(f"admission: expected one of {', '.join(m.value for m in Admission)}, "
+                         f"got {mode!r}") from None
+    out: dict[str, QueueSizing] = {}
     for stage, budget in zip(plan.stages, stage_budgets_ms(plan)):
         for v in stage.variants:
             s = service_ms(v, plan.pods)
             wait = max(budget - s, s + v.max_queue_delay_us / 1000.0)
             rounds = max(1, math.floor(wait / s + 1e-9))
-            policy = QueuePolicy(max_queue_size=rounds * v.instances * v.max_batch_size,
-                                 timeout_us=max(1, round(wait * 1000.0)), timeout_action="REJECT",
-                                 allow_timeout_override=True)
-            out[v.model] = Admission(v.model, stage.stage, budget, s, wait, policy)
+            bound = rounds * v.instances * v.max_batch_size
+            policy = UNBOUNDED if mode is Admission.OFF else QueuePolicy(
+                max_queue_size=bound if mode is Admission.BOUNDED else 0,
+                timeout_us=max(1, round(wait * 1000.0)), timeout_action="REJECT", allow_timeout_override=True)
+            out[v.model] = QueueSizing(v.model, stage.stage, budget, s, wait, bound, policy)
     return out
 
 
-def queue_policies(plan: Plan) -> dict[str, QueuePolicy]:
-    """Model -> the queue policy the rule gives it for this plan."""
-    return {model: a.policy for model, a in admission(plan).items()}
+def queue_policies(plan: Plan, mode: Admission | str = DEFAULT) -> dict[str, QueuePolicy]:
+    """Model -> the queue policy the rule gives it for this plan under `mode`."""
+    return {model: a.policy for model, a in admission(plan, mode).items()}

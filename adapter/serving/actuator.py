@@ -13,10 +13,11 @@ Batch sizes: the planner's batch b becomes the dynamic batcher's preferred size 
 queue delay, while max_batch_size stays >= the ensemble's: a member whose max_batch_size drops
 below the ensemble's makes Triton unload the ensemble (measured: thousands of failed requests).
 
-Admission: each member gets the queue policy of `core.admission` for the plan (a bounded queue
-and a timeout that reject, at once, what could not be served within the SLA). A changed policy
-is a reconfiguration like a batching change (an in-place reload over gRPC); the ensemble itself
-has no queue and passes its members' rejections to the client.
+Admission: each member gets the queue policy of `core.admission` for the plan and the mode (by
+default a timeout that rejects what has waited too long to finish within the SLA; mode BOUNDED
+also bounds the queue, mode OFF leaves it unbounded). A changed policy is a reconfiguration like
+a batching change (an in-place reload over gRPC); the ensemble itself has no queue and passes
+its members' rejections to the client.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapter.core.admission import UNBOUNDED, QueuePolicy, queue_policies
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, QueuePolicy, queue_policies
 from adapter.core.plan import Plan
 from adapter.errors import AdapterError, ServerError
 from adapter.serving.repository import ModelRepository, configured, read_config_pbtxt
@@ -86,9 +87,10 @@ class ActuationError(ServerError):
     """A change failed; the server was rolled back to the configuration it served before."""
 
 
-def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int, admission: bool = True) -> DesiredState:
-    """The plan as Triton settings; `admission` False leaves every queue unbounded."""
-    policies = queue_policies(plan) if admission else {}
+def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int,
+                  admission: Admission | str = DEFAULT) -> DesiredState:
+    """The plan as Triton settings, each member's queue policy by `admission`."""
+    policies = queue_policies(plan, admission)
     models = {}
     steps = []
     for stage in plan.stages:
@@ -143,8 +145,8 @@ def with_settings(config: dict[str, Any], s: ModelSettings) -> dict[str, Any]:
 
 
 def describe(s: ModelSettings) -> str:
-    queue = (f", queue <= {s.queue.max_queue_size}, timeout {s.queue.timeout_us / 1000:g} ms"
-             if s.queue.bounded else ", queue unbounded")
+    queue = (", no queue policy" if s.queue == UNBOUNDED else
+             f", queue <= {s.queue.max_queue_size or 'any'}, timeout {s.queue.timeout_us / 1000:g} ms")
     return (f"{s.instances} instance(s), batch {s.preferred_batch_size} (max {s.max_batch_size}), "
             f"queue delay {s.max_queue_delay_us} us{queue}")
 
@@ -167,9 +169,9 @@ def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]
 
 class TritonActuator:
     def __init__(self, repository: ModelRepository, ensemble: str, variants: list[str],
-                 model_repository: Path, admission: bool = True):
+                 model_repository: Path, admission: Admission | str = DEFAULT):
         self.repository = repository
-        self.admission = admission  # bound each member's queue by the plan (core.admission)
+        self.admission = Admission(admission)  # each member's queue policy (core.admission)
         self.ensemble = ensemble
         self.variants = frozenset(variants)
         self.model_repository = model_repository  # config.pbtxt of variants not loaded yet

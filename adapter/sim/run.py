@@ -23,7 +23,7 @@ import numpy as np
 
 from adapter import paths
 from adapter.core import policy as core_policy
-from adapter.core.admission import UNBOUNDED, queue_policies
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, queue_policies
 from adapter.core.plan import Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.policy import Decision, PolicyConfig, Reason
@@ -57,7 +57,7 @@ class SimSettings:
     warm_start: bool = False  # start on the policy's plan for the first second's load
     max_pods: int | None = None  # override the spec's limits.max_pods (the pool)
     lead_s: float = 0.0  # the adapter's loop starts this long before the trace's first request
-    admission: bool = True  # bound each model's queue as the live actuator does (core.admission)
+    admission: Admission = DEFAULT  # each model's queue policy, as the live actuator's (core.admission)
 
 
 class SimSource:
@@ -88,8 +88,7 @@ class SimActuator:
         self.busy_s = 0.0  # how long the last reconcile blocked the loop
 
     def start(self, configs: list[StageConfig], pods: int = 1) -> None:
-        self.configs = [c if self.settings.admission else dataclasses.replace(c, queue=UNBOUNDED)
-                        for c in configs]
+        self.configs = list(configs)
         for _ in range(pods):
             self.engine.add_pod(self.configs, ready_at=self.engine.now)
 
@@ -113,8 +112,8 @@ class SimActuator:
                 continue
             t += self.load_s(new.model, new.instances)
             kind = "reconfigure" if old.model == new.model else "new"
-            queue = (f", queue <= {new.queue.max_queue_size}, timeout {new.queue.timeout_us / 1000:g} ms"
-                     if new.queue.bounded else "")
+            queue = ("" if new.queue == UNBOUNDED else
+                     f", queue <= {new.queue.max_queue_size or 'any'}, timeout {new.queue.timeout_us / 1000:g} ms")
             actions.append(f"{kind} {new.model}: {new.instances} instance(s), batch {new.batch}, "
                            f"queue delay {new.queue_delay_us} us{queue} ({(t - now) * 1000:.0f} ms)")
             if old.model == new.model:  # reloaded in place: serves as soon as it is loaded
@@ -142,15 +141,15 @@ class SimActuator:
         return actions
 
 
-def stage_configs(plan: Plan, admission: bool = True) -> list[StageConfig]:
+def stage_configs(plan: Plan, admission: Admission | str = DEFAULT) -> list[StageConfig]:
     """The plan as each stage's loaded configuration, with the admission rule's queue policy as
-    the live actuator writes it (`admission` False: unbounded queues)."""
+    the live actuator writes it."""
     configs = []
     for stage in plan.stages:
         if len(stage.variants) != 1:
             raise ServerError(f"stage {stage.stage}: the simulator applies single-variant plans, "
                               f"like the Triton actuator")
-    policies = queue_policies(plan) if admission else {}
+    policies = queue_policies(plan, admission)
     for stage in plan.stages:
         v = stage.variants[0]
         configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances,
@@ -226,7 +225,7 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     if policy == "oracle":
         schedule = optimal_schedule(setup.spec, profiles, series, settings.interval_s, settings.pod_start_s,
                                     headroom=setup.config.headroom)
-        actuator.start(stage_configs(schedule.plans[0]), schedule.plans[0].pods)
+        actuator.start(stage_configs(schedule.plans[0], settings.admission), schedule.plans[0].pods)
         record(Tick(0.0, held_decision(schedule.plans[0]), (), None))
         for e in range(1, len(schedule.plans)):
             before, plan = schedule.plans[e - 1], schedule.plans[e]
@@ -235,11 +234,11 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
                 scheduled.append((e * settings.interval_s - lead, plan))
     elif setup.static_rps is not None:
         static = plan_pipeline(setup.spec, profiles, setup.static_rps)
-        actuator.start(stage_configs(static), static.pods)
+        actuator.start(stage_configs(static, settings.admission), static.pods)
         record(Tick(0.0, held_decision(static), (), None))
     elif settings.warm_start:
         first = plan_pipeline(setup.spec, profiles, target[0] if target else 0.0)
-        actuator.start(stage_configs(first), first.pods)
+        actuator.start(stage_configs(first, settings.admission), first.pods)
         sidecar.state = core_policy.applied(sidecar.state, first)
         record(Tick(0.0, held_decision(first), (), None))
     else:

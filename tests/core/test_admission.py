@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.core.admission import (QUEUE_FULL, QUEUE_TIMEOUT, UNBOUNDED, QueuePolicy, admission, is_shed,
-                                    queue_policies, stage_budgets_ms)
+from adapter.core.admission import (QUEUE_FULL, QUEUE_TIMEOUT, UNBOUNDED, Admission, QueuePolicy, admission,
+                                    is_shed, queue_policies, stage_budgets_ms)
 from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 
 
@@ -28,21 +28,32 @@ def plan_of(*stages, sla_ms=150.0, pods=1) -> Plan:
 
 def test_one_stage_queues_what_its_instance_serves_within_the_sla():
     # 1 instance, batch 1, 5 req/s: S = 200 ms. Budget 1100 ms -> wait 900 ms -> 4 whole rounds.
-    a = admission(plan_of(("only", "m", 1, 1, 5.0, 300.0), sla_ms=1100))["m"]
+    plan = plan_of(("only", "m", 1, 1, 5.0, 300.0), sla_ms=1100)
+    a = admission(plan, Admission.BOUNDED)["m"]
     assert a.service_ms == pytest.approx(200.0)
     assert a.wait_ms == pytest.approx(900.0)
+    assert a.bound == 4
     assert a.policy == QueuePolicy(max_queue_size=4, timeout_us=900_000, timeout_action="REJECT",
                                    allow_timeout_override=True)
+
+
+def test_the_modes_apply_the_timeout_the_bound_or_nothing():
+    plan = plan_of(("only", "m", 1, 1, 5.0, 300.0), sla_ms=1100)
+    assert queue_policies(plan)["m"] == QueuePolicy(0, 900_000, "REJECT", True)  # default: the timeout only
+    assert queue_policies(plan, "bounded")["m"].max_queue_size == 4
+    assert queue_policies(plan, Admission.OFF)["m"] == UNBOUNDED
+    with pytest.raises(ValueError, match="admission: expected one of off, timeout, bounded, got 'queue'"):
+        queue_policies(plan, "queue")
 
 
 def test_the_sla_is_shared_in_proportion_to_predicted_p99():
     plan = plan_of(("a", "fast", 8, 1, 8000.0, 10.0), ("b", "slow", 4, 2, 160.0, 40.0), sla_ms=150)
     assert stage_budgets_ms(plan) == pytest.approx((30.0, 120.0))
-    slow = admission(plan)["slow"]
+    slow = admission(plan, Admission.BOUNDED)["slow"]
     # n * B = 8 requests per S; 160 req/s -> S = 50 ms; wait 70 ms -> one round of 8.
     assert slow.service_ms == pytest.approx(50.0)
     assert slow.policy.max_queue_size == 8 and slow.policy.timeout_us == 70_000
-    fast = admission(plan)["fast"]  # S = 1 ms; wait 29 ms -> 29 rounds of 8
+    fast = admission(plan, Admission.BOUNDED)["fast"]  # S = 1 ms; wait 29 ms -> 29 rounds of 8
     assert fast.policy.max_queue_size == 29 * 8 and fast.policy.timeout_us == 29_000
 
 
@@ -55,7 +66,7 @@ def test_the_queue_is_per_pod():
 def test_a_budget_below_one_service_time_still_admits_one_batch():
     # The plan's p99 exceeds the SLA: S = 100 ms, budget 50 ms. The stage keeps serving (one
     # batch queued, waiting at most for the batch in service plus the batch delay).
-    a = admission(plan_of(("s", "m", 4, 1, 40.0, 400.0, 5000), sla_ms=50))["m"]
+    a = admission(plan_of(("s", "m", 4, 1, 40.0, 400.0, 5000), sla_ms=50), "bounded")["m"]
     assert a.wait_ms == pytest.approx(105.0)
     assert a.policy.max_queue_size == 4 and a.policy.timeout_us == 105_000
 
@@ -86,7 +97,7 @@ def test_admitted_requests_start_within_the_wait_and_budgets_add_up_to_the_sla(s
     stages = [(f"s{i}", f"m{i}", batch, instances, capacity, p99) for i, p99 in enumerate(p99s)]
     plan = plan_of(*stages, sla_ms=sla, pods=pods)
     assert sum(stage_budgets_ms(plan)) == pytest.approx(sla)
-    for a in admission(plan).values():
+    for a in admission(plan, Admission.BOUNDED).values():
         per_round = instances * batch
         q = a.policy.max_queue_size
         assert q >= per_round and q % per_round == 0  # whole batches, at least one

@@ -13,6 +13,7 @@ from adapter import paths
 from adapter.core.profile import load_profiles
 from adapter.core.spec import load_spec
 from adapter.errors import ConfigError
+from adapter.core.admission import Admission
 from adapter.sim.run import SimSettings, SimActuator, repository_configs, simulate, stage_configs, write_sim_results
 from adapter.sim.engine import Engine
 from adapter.sim.service import ServiceTimes
@@ -64,7 +65,7 @@ def test_poisson_arrivals_keep_the_rate_but_not_the_schedule():
 def test_an_overloaded_static_plan_misses_and_an_adaptive_one_does_not():
     load = step(200, 200)
     accurate = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings())
-    queued = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings(admission=False))
+    queued = simulate(SPEC, PROFILES, load, "static-accurate", SimSettings(admission=Admission.OFF))
     adaptive = simulate(SPEC, PROFILES, load, "adapter", SimSettings(warm_start=True))
     # The most accurate variants cannot carry 200 rps on 2 cores: the excess is shed at once and
     # what is admitted is served in time; with unbounded queues nearly everything is late.
@@ -84,8 +85,10 @@ def test_the_simulated_actuator_applies_the_admission_rule_like_the_live_one():
     assert [c.queue for c in stage_configs(plan)] == [live.models[c.model].queue for c in stage_configs(plan)]
     assert all(c.queue == queue_policies(plan)[c.model] and c.queue.bounded for c in stage_configs(plan))
     engine = Engine(SPEC.ensemble, 2, np.array([]), ServiceTimes(PROFILES))
-    actuator = SimActuator(engine, PROFILES, SimSettings(admission=False))
+    actuator = SimActuator(engine, PROFILES, SimSettings(admission=Admission.OFF))
     actuator.start(stage_configs(plan))
+    removed = actuator.reconcile(plan)  # the policies removed: reloads in place
+    assert len(removed) == 2 and all(a.startswith("reconfigure") and "timeout" not in a for a in removed)
     assert actuator.reconcile(plan) == [] and not any(c.queue.bounded for c in actuator.configs)
 
 
