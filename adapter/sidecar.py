@@ -182,6 +182,7 @@ class Sidecar:
     def _export_decision(self, decision: policy.Decision) -> None:
         if decision.predicted_rps is not None:
             self.metrics.predicted_rps.set(decision.predicted_rps)
+        if decision.planned_rps is not None:  # None when planning failed
             self.metrics.planned_rps.set(decision.planned_rps)
         for model, scale in self.state.latency_scale.items():
             self.metrics.latency_scale.labels(model).set(scale)
