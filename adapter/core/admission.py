@@ -8,10 +8,12 @@ refused at once with a clear error the client counts as *shed*.
 
 The rule, per stage s of a plan (pure; applied when a plan is actuated):
 
-    budget_s  = sla_ms * p99_s / sum(p99)      the stage's share of the end-to-end SLA, in
-                                               proportion to its predicted p99 (the shares add
-                                               up to the SLA; where a predicted p99 is unknown
-                                               or infinite, in proportion to service times)
+    budget_s  = sla_ms / stages                an equal share of the end-to-end SLA (the
+                                               shares add up to the SLA). Configuration only,
+                                               and only the spec's: a stage's queue policy
+                                               changes when its own batch, instances or pods
+                                               change, never with the load or another stage's
+                                               plan, so it costs no model reload of its own.
     S         = n * B * 1000 / (capacity / pods)
                                                service time of one batch of B on one of the n
                                                instances of a pod while all n are busy: the n
@@ -130,14 +132,11 @@ def service_ms(variant: VariantPlan, pods: int) -> float:
 
 
 def stage_budgets_ms(plan: Plan) -> tuple[float, ...]:
-    """Each stage's share of the SLA, in proportion to its predicted p99 (to its slowest
-    variant's service time plus batch delay when some predicted p99 is not a positive number)."""
-    weights = [s.predicted_p99_ms for s in plan.stages]
-    if not all(math.isfinite(w) and w > 0 for w in weights):
-        weights = [max(service_ms(v, plan.pods) + v.max_queue_delay_us / 1000.0 for v in s.variants)
-                   for s in plan.stages]
-    total = sum(weights)
-    return tuple(plan.sla_ms * w / total for w in weights)
+    """Each stage's share of the SLA: an equal one. A share in proportion to predicted p99 would
+    move with the load and with the other stages' variants, and Triton reloads a model whose
+    queue policy changes; a slow stage's floor is in `wait` instead."""
+    share = plan.sla_ms / len(plan.stages)
+    return tuple(share for _ in plan.stages)
 
 
 def admission(plan: Plan, mode: Admission | str = DEFAULT) -> dict[str, QueueSizing]:
