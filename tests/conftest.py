@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from adapter import paths
+from adapter.core.plan import Mode, Plan, Reason, StagePlan, VariantPlan
 from adapter.serving.launcher import LocalTriton
 
 
@@ -64,3 +65,17 @@ def small_triton(tmp_path_factory):
     server.start()
     yield server, models
     server.stop()
+
+
+def make_plan(*stages: tuple[str, str, int, int, int]) -> Plan:
+    """stages: (stage, model, batch, instances, queue delay us); the rest is not actuated."""
+    stage_plans = tuple(
+        StagePlan(stage=name, variants=(VariantPlan(
+            model=model, share=1.0, max_batch_size=batch, max_queue_delay_us=delay,
+            instances=instances, rps=10.0, predicted_p99_ms=10.0, capacity_rps=100.0),),
+            predicted_p99_ms=10.0, capacity_rps=100.0, accuracy=0.9, accuracy_score=1.0, cost=1.0)
+        for name, model, batch, instances, delay in stages)
+    return Plan(pipeline="text_search", mode=Mode.SINGLE, rps=10.0, sla_ms=150.0, pods=1,
+                stages=stage_plans, objective=0.0, predicted_p99_ms=20.0, accuracy=0.8,
+                accuracy_score=1.0, cost=2.0, feasible=True, reason=Reason.OPTIMAL, message="",
+                solver="test")

@@ -3,6 +3,8 @@ rollback of a failed load, and zero failed requests through 20 changes under con
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from adapter.core.admission import UNBOUNDED, Admission, QueuePolicy, queue_policies
@@ -14,21 +16,8 @@ from adapter.serving.client import TextClient, decode_strings
 from adapter.serving.repository import ModelRepository
 from adapter.loadgen import load_records, start_schedule, summarise
 from tests.conftest import SMALL_VARIANTS as VARIANTS
+from tests.conftest import make_plan
 
-
-
-def make_plan(*stages: tuple[str, str, int, int, int]) -> Plan:
-    """stages: (stage, model, batch, instances, queue delay us); the rest is not actuated."""
-    stage_plans = tuple(
-        StagePlan(stage=name, variants=(VariantPlan(
-            model=model, share=1.0, max_batch_size=batch, max_queue_delay_us=delay,
-            instances=instances, rps=10.0, predicted_p99_ms=10.0, capacity_rps=100.0),),
-            predicted_p99_ms=10.0, capacity_rps=100.0, accuracy=0.9, accuracy_score=1.0, cost=1.0)
-        for name, model, batch, instances, delay in stages)
-    return Plan(pipeline="text_search", mode=Mode.SINGLE, rps=10.0, sla_ms=150.0, pods=1,
-                stages=stage_plans, objective=0.0, predicted_p99_ms=20.0, accuracy=0.8,
-                accuracy_score=1.0, cost=2.0, feasible=True, reason=Reason.OPTIMAL, message="",
-                solver="test")
 
 
 BASE = make_plan(("langid", "langid_fasttext", 1, 1, 0), ("embed", "embed_l3", 1, 1, 0))
@@ -88,7 +77,7 @@ def test_the_queue_policy_round_trips_through_the_config_json():
     assert "default_queue_policy" not in with_settings(written, ModelSettings(2, 8, 4, 0))["dynamic_batching"]
 
 
-def test_diff_orders_load_then_repoint_then_unload():
+def test_diff_loads_then_repoints_each_stage_and_unloads_last():
     desired = desired_state(make_plan(("langid", "langid_cld2", 1, 1, 0),
                                       ("embed", "embed_l3", 1, 2, 0)), "text_search", 8, admission=Admission.OFF)
     observed = _observed(("langid_fasttext", "embed_l3"),
@@ -97,10 +86,39 @@ def test_diff_orders_load_then_repoint_then_unload():
     managed = frozenset({"langid_cld2", "langid_fasttext", "embed_l3"})
     assert diff(desired, observed, managed) == [
         LoadModel("langid_cld2", ModelSettings(1, 8, 1, 0), "new"),
-        LoadModel("embed_l3", ModelSettings(2, 8, 1, 0), "reconfigure"),
         RepointEnsemble("text_search", ("langid_cld2", "embed_l3")),
+        LoadModel("embed_l3", ModelSettings(2, 8, 1, 0), "update"),  # instances only: in place
         UnloadModel("langid_fasttext"),
     ]
+
+
+def test_the_quickest_stage_change_goes_first():
+    desired = desired_state(make_plan(("langid", "langid_lingua_high", 1, 1, 0),
+                                      ("embed", "embed_l3_int8", 1, 1, 0)), "text_search", 8, admission=Admission.OFF)
+    observed = _observed(("langid_cld2", "embed_l3"),
+                         {"langid_cld2": ModelSettings(1, 8, 1, 0), "embed_l3": ModelSettings(1, 8, 1, 0)})
+    managed = frozenset({"langid_cld2", "langid_lingua_high", "embed_l3", "embed_l3_int8"})
+    seconds = {"langid_lingua_high": 7.0, "embed_l3_int8": 0.4}
+    assert diff(desired, observed, managed, lambda model, n, before: seconds[model]) == [
+        LoadModel("embed_l3_int8", ModelSettings(1, 8, 1, 0), "new"),
+        RepointEnsemble("text_search", ("langid_cld2", "embed_l3_int8")),  # capacity back at once
+        LoadModel("langid_lingua_high", ModelSettings(1, 8, 1, 0), "new"),
+        RepointEnsemble("text_search", ("langid_lingua_high", "embed_l3_int8")),
+        UnloadModel("embed_l3"), UnloadModel("langid_cld2"),
+    ]
+
+
+def test_a_queue_policy_close_to_the_applied_one_is_kept():
+    desired = desired_state(make_plan(("langid", "langid_cld2", 1, 2, 0), ("embed", "embed_l3", 1, 1, 0)),
+                            "text_search", 8)
+    applied = {m: replace(s, instances=1, queue=replace(s.queue, timeout_us=round(s.queue.timeout_us * 0.9)))
+               for m, s in desired.models.items()}
+    actions = diff(desired, _observed(desired.steps, applied), frozenset(desired.models))
+    # langid: one more instance, its timeout 10 % off: an in-place update keeping the timeout.
+    assert actions == [LoadModel("langid_cld2", replace(applied["langid_cld2"], instances=2), "update")]
+    far = {m: replace(s, queue=replace(s.queue, timeout_us=s.queue.timeout_us * 2)) for m, s in desired.models.items()}
+    assert [a.reason for a in diff(desired, _observed(desired.steps, far), frozenset(desired.models))] == [
+        "reconfigure", "reconfigure"]
 
 
 def test_diff_is_empty_when_the_server_matches():

@@ -70,7 +70,7 @@ def run_cluster(args: argparse.Namespace, spec, profiles) -> int:
                           host=args.triton_host or "127.0.0.1")
     headers = repository_headers(args.repository_key_header, os.environ.get("TPA_REPOSITORY_KEY"))
     local = TritonActuator(ModelRepository(endpoints, headers=headers), spec.ensemble,
-                           list(spec.models), _model_repository())
+                           list(spec.models), _model_repository(), profiles=profiles)
     follower = Follower(store, local)
     sidecar = build_sidecar(spec, profiles, endpoints, prometheus=args.prometheus,
                             prometheus_selector=args.prometheus_selector,

@@ -89,7 +89,7 @@ def build_sidecar(spec, profiles, endpoints, *, prometheus: str | None = None,
     source = (PrometheusSource(prometheus, selector=prometheus_selector) if prometheus
               else TritonMetricsSource(endpoints.metrics_url))
     actuator = actuator or TritonActuator(ModelRepository(endpoints), spec.ensemble,
-                                          list(spec.models), model_repository)
+                                          list(spec.models), model_repository, profiles=profiles)
     return Sidecar(spec, profiles, source, actuator, make_predictor(predictor),
                    config=PolicyConfig(mode=Mode(mode), solver=solver),
                    settings=LoopSettings(interval_s=interval_s), on_tick=on_tick)

@@ -96,6 +96,16 @@ class QueuePolicy:
 UNBOUNDED = QueuePolicy()
 
 
+def same_rule(a: QueuePolicy, b: QueuePolicy, tolerance: float = 0.25) -> bool:
+    """Whether two policies are the same rule within `tolerance` (relative, on the bound and
+    the timeout). Triton reloads a model whose queue policy changes, while a change of instances
+    alone it applies in place; a timeout that moved a little with the plan is not worth that."""
+    if (a.timeout_action, a.allow_timeout_override) != (b.timeout_action, b.allow_timeout_override):
+        return False
+    near = lambda x, y: x == y or (x > 0 and y > 0 and abs(x - y) <= tolerance * max(x, y))
+    return near(a.max_queue_size, b.max_queue_size) and near(a.timeout_us, b.timeout_us)
+
+
 class Admission(str, Enum):
     """How much of the rule a server gets (see the module docstring)."""
 

@@ -223,6 +223,23 @@ def fit(measurements: list[Measurement] | tuple[Measurement, ...]) -> VariantPro
     )
 
 
+def reconfiguration_s(profiles: Profiles, model: str, instances: int, before: int | None,
+                      default_s: float) -> float:
+    """Expected seconds until `model` serves with `instances` instances. `before`: the instances
+    it already serves with when only its instance count changes (Triton then updates the model
+    in place: it starts the added instances and keeps the rest serving), None for a load or a
+    full reload. Measured load times at that instance count, else the model's median, else
+    `default_s`."""
+    if before is not None and instances <= before:
+        return 0.0  # instances removed: nothing to start
+    starting = instances if before is None else instances - before
+    vp = profiles.variants.get(model)
+    if vp is None or vp.load_s is None:
+        return default_s
+    same = [m.load_s for m in vp.measurements if m.instances == starting and m.load_s is not None]
+    return float(np.median(same)) if same else vp.load_s
+
+
 # --------------------------------------------------------------------------------------------
 # JSON
 

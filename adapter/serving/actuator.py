@@ -6,8 +6,13 @@
     TritonActuator.apply(actions)                           writes Triton, rolls back on failure
 
 Order of the actions is what keeps requests from failing: a variant is loaded (or reloaded in
-place, over gRPC) before the ensemble points at it; the ensemble is re-pointed in one config
-override; variants it no longer uses are unloaded last, after their in-flight requests finish.
+place, over gRPC) before the ensemble points at it; variants it no longer uses are unloaded
+last, after their in-flight requests finish. Stages change one at a time, the quickest first
+(expected load times from the profiles), each re-pointed in one config override as soon as its
+model is ready, so a slow load does not delay a quick change that restores capacity. A change of
+instances alone Triton applies in place (it starts or stops instances, the rest keep serving);
+a queue policy within 25 % of the applied one is kept so that it does not turn such a change
+into a reload.
 
 Batch sizes: the planner's batch b becomes the dynamic batcher's preferred size with the planned
 queue delay, while max_batch_size stays >= the ensemble's: a member whose max_batch_size drops
@@ -24,12 +29,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, QueuePolicy, queue_policies
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, QueuePolicy, queue_policies, same_rule
 from adapter.core.plan import Plan
+from adapter.core.profile import Profiles, reconfiguration_s
 from adapter.errors import AdapterError, ServerError
 from adapter.serving.repository import ModelRepository, configured, read_config_pbtxt
 
@@ -66,7 +72,7 @@ class ObservedState:
 class LoadModel:
     model: str
     settings: ModelSettings
-    reason: str  # "new" | "reconfigure"
+    reason: str  # "new" | "reconfigure" (a reload) | "update" (instances only, in place)
 
 
 @dataclass(frozen=True)
@@ -151,16 +157,51 @@ def describe(s: ModelSettings) -> str:
             f"queue delay {s.max_queue_delay_us} us{queue}")
 
 
-def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]) -> list[Action]:
+def in_place(before: ModelSettings | None, after: ModelSettings) -> bool:
+    """Whether Triton applies `after` over `before` without reloading the model: only the
+    instance count differs (Triton then starts or stops instances and keeps the rest serving)."""
+    return before is not None and replace(before, instances=after.instances) == after
+
+
+def no_seconds(model: str, instances: int, before: int | None) -> float:
+    return 0.0
+
+
+def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str],
+         seconds: Callable[[str, int, int | None], float] = no_seconds) -> list[Action]:
     """What to do, in a safe order, to go from observed to desired. `managed` are the variant
-    models the adapter may unload (every variant of the pipeline)."""
-    actions: list[Action] = []
-    for model, settings in desired.models.items():
+    models the adapter may unload (every variant of the pipeline); `seconds(model, instances,
+    before)` the expected time of a load (`before`: the instances kept by an in-place update).
+
+    Stage by stage, the quickest change first, each stage's step re-pointed as soon as its model
+    is ready: stages are independent steps of the ensemble, so a 7 s load never holds back a
+    quick change that restores capacity (shortest first also minimises the mean time until each
+    stage serves its new plan). Variants no longer used are unloaded last."""
+    changes = []  # (expected seconds, stage index, load or None, re-point needed)
+    for i, model in enumerate(desired.steps):
+        settings = desired.models[model]
+        before = observed.settings.get(model) if model in observed.ready else None
+        if before is not None and same_rule(before.queue, settings.queue):
+            settings = replace(settings, queue=before.queue)  # not worth a reload on its own
+        load = None
         if model not in observed.ready:
-            actions.append(LoadModel(model, settings, "new"))
-        elif observed.settings.get(model) != settings:
-            actions.append(LoadModel(model, settings, "reconfigure"))
-    if observed.ensemble_steps != desired.steps:
+            load, cost = LoadModel(model, settings, "new"), seconds(model, settings.instances, None)
+        elif before != settings:
+            update = in_place(before, settings)
+            load = LoadModel(model, settings, "update" if update else "reconfigure")
+            cost = seconds(model, settings.instances, before.instances if update else None)
+        repoint = i >= len(observed.ensemble_steps) or observed.ensemble_steps[i] != model
+        if load or repoint:
+            changes.append((cost if load else 0.0, i, load, repoint))
+    actions: list[Action] = []
+    steps = list(observed.ensemble_steps)
+    for _, i, load, repoint in sorted(changes, key=lambda c: c[:2]):
+        if load:
+            actions.append(load)
+        if repoint and len(steps) == len(desired.steps):
+            steps[i] = desired.steps[i]
+            actions.append(RepointEnsemble(desired.ensemble, tuple(steps)))
+    if tuple(steps) != desired.steps:  # a different number of steps: one re-point after the loads
         actions.append(RepointEnsemble(desired.ensemble, desired.steps))
     for model in sorted((observed.ready & managed) - set(desired.models)):
         actions.append(UnloadModel(model))
@@ -169,8 +210,10 @@ def diff(desired: DesiredState, observed: ObservedState, managed: frozenset[str]
 
 class TritonActuator:
     def __init__(self, repository: ModelRepository, ensemble: str, variants: list[str],
-                 model_repository: Path, admission: Admission | str = DEFAULT):
+                 model_repository: Path, admission: Admission | str = DEFAULT,
+                 profiles: Profiles | None = None, default_load_s: float = 2.0):
         self.repository = repository
+        self.profiles, self.default_load_s = profiles, default_load_s  # to order changes
         self.admission = Admission(admission)  # each member's queue policy (core.admission)
         self.ensemble = ensemble
         self.variants = frozenset(variants)
@@ -257,6 +300,11 @@ class TritonActuator:
             except ServerError as exc:  # keep undoing the rest; report what could not be
                 log.error("rollback step %s %s failed: %s", kind, arg, exc)
 
+    def _seconds(self, model: str, instances: int, before: int | None) -> float:
+        if self.profiles is None:
+            return 0.0
+        return reconfiguration_s(self.profiles, model, instances, before, self.default_load_s)
+
     def reconcile(self, plan: Plan, passes: int = 2) -> list[str]:
         """Observe, diff, apply; then check, since Triton may reload an ensemble's members from
         disk when the ensemble is loaded. Returns what was done ([] when nothing differed)."""
@@ -266,7 +314,7 @@ class TritonActuator:
             observed = self.observe()
             desired = desired or desired_state(plan, self.ensemble, self.ensemble_max_batch(),
                                                admission=self.admission)
-            actions = diff(desired, observed, self.variants)
+            actions = diff(desired, observed, self.variants, self._seconds)
             if not actions:
                 break
             done += self.apply(actions, observed)

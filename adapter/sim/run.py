@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from adapter import paths
 from adapter.core import policy as core_policy
-from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, queue_policies
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, queue_policies, same_rule
 from adapter.core.plan import Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.policy import Decision, PolicyConfig, Reason
-from adapter.core.profile import Profiles
+from adapter.core.profile import Profiles, reconfiguration_s
 from adapter.core.spec import PipelineSpec
 from adapter.errors import ConfigError
 from adapter.experiment import (POLICIES, accuracy_range, held_decision, per_second_rows, policy_setup,
@@ -92,41 +92,36 @@ class SimActuator:
         for _ in range(pods):
             self.engine.add_pod(self.configs, ready_at=self.engine.now)
 
-    def load_s(self, model: str, instances: int | None = None) -> float:
-        """The measured time to load `model` with that many instances (a reload starts them all)."""
-        vp = self.profiles.variants.get(model)
-        if vp is None or vp.load_s is None:
-            return self.settings.default_load_s
-        same = [m.load_s for m in vp.measurements if m.instances == instances and m.load_s is not None]
-        return float(np.median(same)) if same else vp.load_s
-
     def reconcile(self, plan: Plan) -> list[str]:
+        """As the Triton actuator orders it: stage by stage, the quickest change first, each stage
+        serving its new configuration once its own load is done (its step re-pointed then); a
+        change of instances alone is an in-place update that starts only the added instances."""
         now = self.engine.now
         self.busy_s = 0.0
         desired = stage_configs(plan, admission=self.settings.admission)
-        actions: list[str] = []
-        t = now
-        variant_changed = []
+        changes = []
         for stage, (old, new) in enumerate(zip(self.configs, desired)):
+            if old.model == new.model and same_rule(old.queue, new.queue):
+                new = desired[stage] = replace(new, queue=old.queue)  # not worth a reload on its own
             if old == new:
                 continue
-            t += self.load_s(new.model, new.instances)
-            kind = "reconfigure" if old.model == new.model else "new"
+            update = replace(old, instances=new.instances) == new
+            seconds = reconfiguration_s(self.profiles, new.model, new.instances,
+                                        old.instances if update else None, self.settings.default_load_s)
+            changes.append((seconds, stage, old, new, update))
+        actions: list[str] = []
+        t = now
+        for seconds, stage, old, new, update in sorted(changes, key=lambda c: c[:2]):
+            t += seconds + (self.settings.repoint_s if old.model != new.model else 0.0)
+            kind = "update" if update else "reconfigure" if old.model == new.model else "new"
             queue = ("" if new.queue == UNBOUNDED else
                      f", queue <= {new.queue.max_queue_size or 'any'}, timeout {new.queue.timeout_us / 1000:g} ms")
             actions.append(f"{kind} {new.model}: {new.instances} instance(s), batch {new.batch}, "
                            f"queue delay {new.queue_delay_us} us{queue} ({(t - now) * 1000:.0f} ms)")
-            if old.model == new.model:  # reloaded in place: serves as soon as it is loaded
-                for pod in self.engine.pods:
-                    self.engine.reconfigure(pod, stage, new, t)
-            else:
-                variant_changed.append(stage)
-        if variant_changed:  # load everything, then re-point the ensemble once
-            t += self.settings.repoint_s
-            for stage in variant_changed:
-                for pod in self.engine.pods:
-                    self.engine.reconfigure(pod, stage, desired[stage], t)
-            actions.append(f"ensemble -> {' -> '.join(c.model for c in desired)}")
+            for pod in self.engine.pods:
+                self.engine.reconfigure(pod, stage, new, t)
+            if old.model != new.model:
+                actions.append(f"ensemble step {stage} -> {new.model}")
         self.configs = desired
         pods = len(self.engine.pods)
         if plan.pods > pods:  # the Deployment scales up; new pods start with the new configs

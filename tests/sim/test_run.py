@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from adapter import paths
-from adapter.core.profile import load_profiles
+from adapter.core.profile import load_profiles, reconfiguration_s
 from adapter.core.spec import load_spec
 from adapter.errors import ConfigError
 from adapter.core.admission import Admission
 from adapter.sim.run import SimSettings, SimActuator, repository_configs, simulate, stage_configs, write_sim_results
 from adapter.sim.engine import Engine
 from adapter.sim.service import ServiceTimes
+from tests.conftest import make_plan
 
 SPEC = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
 PROFILES = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
@@ -100,12 +101,29 @@ def test_a_variant_swap_takes_the_measured_load_time_and_blocks_the_loop():
 
     plan = plan_pipeline(SPEC, PROFILES, 25.0)
     actions = actuator.reconcile(plan)
-    changed = sum(1 for a, b in zip(repository_configs(SPEC), stage_configs(plan)) if a != b)
-    expected = sum(actuator.load_s(c.model, c.instances) for a, c in zip(repository_configs(SPEC), stage_configs(plan)) if a != c)
-    assert changed >= 1 and actions
-    assert actuator.busy_s == pytest.approx(expected + (0.003 if any(
-        a.model != c.model for a, c in zip(repository_configs(SPEC), stage_configs(plan))) else 0))
+    pairs = [(a, c) for a, c in zip(repository_configs(SPEC), stage_configs(plan)) if a != c]
+    expected = sum(reconfiguration_s(PROFILES, c.model, c.instances, None, 2.0) + (0.003 if a.model != c.model else 0)
+                   for a, c in pairs)
+    assert pairs and actions
+    assert actuator.busy_s == pytest.approx(expected)
     assert actuator.reconcile(plan) == [] and actuator.busy_s == 0  # level-triggered: nothing to do
+
+
+def test_the_quickest_stage_change_serves_first_and_instances_change_in_place():
+    engine = Engine(SPEC.ensemble, 2, np.array([]), ServiceTimes(PROFILES))
+    actuator = SimActuator(engine, PROFILES, SimSettings(admission=Admission.OFF))
+    slow, quick = "langid_lingua_high", "embed_l3_int8"
+    assert PROFILES[slow].load_s > 5 * PROFILES[quick].load_s
+    actuator.start(stage_configs(make_plan(("langid", "langid_cld2", 1, 1, 0), ("embed", "embed_l3", 1, 1, 0)),
+                                 Admission.OFF))
+    actions = actuator.reconcile(make_plan(("langid", slow, 1, 1, 0), ("embed", quick, 1, 1, 0)))
+    assert [a.split()[1].rstrip(":") for a in actions if a.startswith("new")] == [quick, slow]
+    # Adding an instance starts that instance; removing it starts nothing.
+    more = actuator.reconcile(make_plan(("langid", slow, 1, 1, 0), ("embed", quick, 1, 2, 0)))
+    assert more[0].startswith(f"update {quick}: 2 instance(s)")
+    assert actuator.busy_s == pytest.approx(reconfiguration_s(PROFILES, quick, 2, 1, 2.0))
+    assert actuator.reconcile(make_plan(("langid", slow, 1, 1, 0), ("embed", quick, 1, 1, 0)))
+    assert actuator.busy_s == 0
 
 
 def test_the_pool_scales_pods_and_new_pods_start_late():
