@@ -42,9 +42,10 @@ def test_desired_state_keeps_max_batch_at_least_the_ensembles():
 def test_each_member_gets_the_admission_rules_queue_policy():
     plan = make_plan(("langid", "langid_cld2", 2, 1, 0), ("embed", "embed_l3", 16, 2, 0))
     desired = desired_state(plan, "text_search", 8, admission=Admission.BOUNDED)
-    # langid: S = 1 * 2 / 100 rps = 20 ms, half the 150 ms SLA -> waits up to 55 ms: 2 rounds of 2.
-    assert desired.models["langid_cld2"].queue == QueuePolicy(4, 55_000, "REJECT", True)
-    # embed: S = 2 * 16 / 100 rps = 320 ms > its 75 ms budget: one round of 2 x 16, one S to wait.
+    # langid: S = 1 * 2 / 100 rps = 20 ms; with embed's 320 ms the batch times exceed the 150 ms
+    # SLA, so no stage has slack and each keeps the floor: one round, one S to wait.
+    assert desired.models["langid_cld2"].queue == QueuePolicy(2, 20_000, "REJECT", True)
+    # embed: S = 2 * 16 / 100 rps = 320 ms: one round of 2 x 16.
     assert desired.models["embed_l3"].queue == QueuePolicy(32, 320_000, "REJECT", True)
     # By default the timeout alone (Triton 2.51 starves a model behind a full queue).
     assert desired_state(plan, "text_search", 8).models["embed_l3"].queue == QueuePolicy(0, 320_000, "REJECT", True)

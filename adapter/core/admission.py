@@ -8,12 +8,18 @@ refused at once with a clear error the client counts as *shed*.
 
 The rule, per stage s of a plan (pure; applied when a plan is actuated):
 
-    budget_s  = sla_ms / stages                an equal share of the end-to-end SLA (the
-                                               shares add up to the SLA). Configuration only,
-                                               and only the spec's: a stage's queue policy
-                                               changes when its own batch, instances or pods
-                                               change, never with the load or another stage's
-                                               plan, so it costs no model reload of its own.
+    budget_s  = T_s + (sla_ms - sum of T_t over all stages t) / stages
+                                               T_t = S_t + delay_t of t's slowest variant: each
+                                               stage's own batch time plus an equal share of the
+                                               slack the SLA leaves over them. The budgets add up
+                                               to the SLA, so a request admitted at every stage
+                                               is in time even when several stages are saturated
+                                               at once; a slow stage is not starved by an equal
+                                               split of the SLA. Configuration only (not the
+                                               load); another stage's change moves the slack by
+                                               1/stages of its batch time, which the 25 %
+                                               tolerance of `same_rule` absorbs, so no reload
+                                               cascades from stage to stage.
     S         = n * B * 1000 / (capacity / pods)
                                                service time of one batch of B on one of the n
                                                instances of a pod while all n are busy: the n
@@ -142,11 +148,12 @@ def service_ms(variant: VariantPlan, pods: int) -> float:
 
 
 def stage_budgets_ms(plan: Plan) -> tuple[float, ...]:
-    """Each stage's share of the SLA: an equal one. A share in proportion to predicted p99 would
-    move with the load and with the other stages' variants, and Triton reloads a model whose
-    queue policy changes; a slow stage's floor is in `wait` instead."""
-    share = plan.sla_ms / len(plan.stages)
-    return tuple(share for _ in plan.stages)
+    """Each stage's budget: its own batch time (S + delay of its slowest variant) plus an equal
+    share of the slack the SLA leaves over all stages' batch times; they add up to the SLA."""
+    times = [max(service_ms(v, plan.pods) + v.max_queue_delay_us / 1000.0 for v in s.variants)
+             for s in plan.stages]
+    slack = (plan.sla_ms - sum(times)) / len(times)
+    return tuple(t + slack for t in times)
 
 
 def admission(plan: Plan, mode: Admission | str = DEFAULT) -> dict[str, QueueSizing]:
