@@ -270,6 +270,7 @@ def traced_stage_p99(trace: Path, spec: PipelineSpec) -> dict[str, float | None]
     for stage in spec.stages:
         ms = [times[v.model].response_ms for v in stage.variants if v.model in times]
         joined = np.concatenate(ms) if ms else np.array([])
+        joined = joined[np.isfinite(joined)]  # a request rejected at admission was never computed
         out[stage.name] = round(float(np.percentile(joined, 99)), 2) if len(joined) else None
     return out
 

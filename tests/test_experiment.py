@@ -74,7 +74,11 @@ def test_the_simulation_of_the_same_run_compares_with_it(live_run):
     assert sim.summary["requests"] == live["requests"]
     rows = list(csv.DictReader((run / "per_second.csv").open()))
     result = compare(live, sim.summary, rows, sim.rows, ["langid", "embed"])
-    assert result["same_variants"] is not None
+    # The share of seconds with the same variants, over the seconds with a plan applied in both
+    # runs: none when a busy machine took the whole 20 s to apply the live run's first plan.
+    live_planned = any(r.get("langid_variant") for r in rows)
+    assert (result["same_variants"] is not None) == live_planned
+    assert result["same_variants"] is None or 0 <= result["same_variants"] <= 1
     for stage in ("langid", "embed"):
         assert result["stages"][stage]["live_p99_ms"] and result["stages"][stage]["sim_p99_ms"]
     json.dumps(result)  # what fidelity.json holds
