@@ -30,8 +30,20 @@ class Record:
     error: str  # "" when the request succeeded
 
 
+def send_times(schedule_rps: Sequence[float], poisson_seed: int | None = None) -> list[float]:
+    """Scheduled send times (s from the start): each second's requests evenly spaced, or, with a
+    seed, Poisson arrivals at each second's rate (a Poisson count at uniform times)."""
+    if poisson_seed is None:
+        return [second + k / max(int(round(rate)), 1)
+                for second, rate in enumerate(schedule_rps) for k in range(int(round(rate)))]
+    rng = np.random.default_rng(poisson_seed)
+    return [float(t) for second, rate in enumerate(schedule_rps)
+            for t in np.sort(second + rng.random(rng.poisson(max(rate, 0.0))))]
+
+
 def run_schedule(http_url: str, model: str, schedule_rps: Sequence[float], out_path: str,
-                 texts: Sequence[str] = DEFAULT_TEXTS, max_workers: int = 32) -> None:
+                 texts: Sequence[str] = DEFAULT_TEXTS, max_workers: int = 32,
+                 poisson_seed: int | None = None) -> None:
     import tritonclient.http as httpclient
 
     local = threading.local()
@@ -53,23 +65,20 @@ def run_schedule(http_url: str, model: str, schedule_rps: Sequence[float], out_p
             records.append(Record(scheduled, (time.perf_counter() - t0 - scheduled) * 1000, error))
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        n = 0
-        for second, rate in enumerate(schedule_rps):
-            count = int(round(rate))
-            for k in range(count):
-                scheduled = second + k / max(count, 1)
-                time.sleep(max(0.0, t0 + scheduled - time.perf_counter()))
-                pool.submit(send, scheduled, texts[n % len(texts)])
-                n += 1
+        for n, scheduled in enumerate(send_times(schedule_rps, poisson_seed)):
+            time.sleep(max(0.0, t0 + scheduled - time.perf_counter()))
+            pool.submit(send, scheduled, texts[n % len(texts)])
     with open(out_path, "w") as f:
         json.dump([[r.scheduled_s, r.latency_ms, r.error] for r in records], f)
 
 
-def start_schedule(http_url: str, model: str, schedule_rps: Sequence[float],
-                   out_path: str) -> multiprocessing.Process:
+def start_schedule(http_url: str, model: str, schedule_rps: Sequence[float], out_path: str,
+                   texts: Sequence[str] = DEFAULT_TEXTS, max_workers: int = 32,
+                   poisson_seed: int | None = None) -> multiprocessing.Process:
     """Run the schedule in a child process (its own GIL, like a real client)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run_schedule, args=(http_url, model, list(schedule_rps), out_path), daemon=True)
+        target=run_schedule, args=(http_url, model, list(schedule_rps), out_path, list(texts), max_workers,
+                                   poisson_seed), daemon=True)
     process.start()
     return process
 

@@ -9,12 +9,21 @@ repository API with `max_batch_size = b`, n instances and no batching delay, the
   is ready or has failed), kept as the point's `load_s`; the fit keeps the model's median.
 The first requests of each run warm caches and are discarded. The edge only measures; the
 latency model is fitted by `adapter.core.profile.fit`.
+
+Saturation sweep (`sweep_variant`, `tpa profile --saturation`): per (batch size B, instances n)
+the model is reloaded with max batch size B and no delay, then sent open-loop
+Poisson arrivals of one text each (a child process, latency from the scheduled send time) at a
+ladder of rates, shares of the stage model's capacity at (B, n) up to what the load generator
+sends reliably (`SweepSettings.max_rps`), a few seconds each; Triton's
+statistics give each rate's mean batch and compute time. The ladder stops at the first rate
+that fails requests or falls behind its arrivals (past saturation nothing more is learnt).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import random
 import threading
@@ -25,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from adapter.core.profile import Measurement, Profiles, fit
+from adapter.core.profile import Measurement, Profiles, SaturationPoint, VariantProfile, fit
 from adapter.serving.client import TextClient
 from adapter.serving.launcher import Endpoints
 from adapter.serving.repository import ModelRepository, configured
@@ -42,6 +51,17 @@ class ProfileSettings:
     min_seconds: float = 3.0  # ... and at least this long
     max_requests: int = 400
     throughput_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    configs: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (4, 2))  # (batch size, instances)
+    loads: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 1.0, 1.2)  # shares of the model's capacity
+    seconds: int = 5  # per rate; the first is left out of the figures
+    seed: int = 0  # of the Poisson arrivals
+    # What one Python load generator sends reliably beside Triton on a small machine: a faster
+    # variant is swept up to this rate only (its curve then bounds its max rps from below).
+    max_rps: float = 300.0
 
 
 def _latency_run(client: TextClient, model: str, outputs: list[str], batches: list[list[str]],
@@ -199,3 +219,60 @@ def with_server_latency(profiles: Profiles, trace: Path, windows: dict, warmup: 
             updated.append(m)
         variants[model] = fit(updated)
     return dataclasses.replace(profiles, variants=variants)
+
+
+def _open_loop_point(endpoints: Endpoints, repository: ModelRepository, model: str, batch: int,
+                     instances: int, rate: float, texts: list[str], settings: SweepSettings,
+                     records_path: Path) -> SaturationPoint:
+    from adapter.loadgen import load_records, start_schedule
+
+    before = repository.counters(model)
+    process = start_schedule(endpoints.http, model, [rate] * settings.seconds, str(records_path),
+                             texts=texts, max_workers=64, poisson_seed=settings.seed)
+    process.join()
+    after = repository.counters(model)
+    records = [r for r in load_records(str(records_path)) if r.scheduled_s >= 1.0]  # first second: warm-up
+    window = settings.seconds - 1.0
+    ok = np.array([r.latency_ms for r in records if not r.error]) if records else np.array([])
+    # Answered within the window (sent in it and done by its end): below sent once the queue grows.
+    answered = sum(1 for r in records if not r.error and r.scheduled_s + r.latency_ms / 1000 <= settings.seconds)
+    latencies = np.array([r.latency_ms if not r.error else np.inf for r in records])
+    inferences, executions, compute_ns = (a - b for a, b in zip(after, before))
+    return SaturationPoint(
+        batch_size=batch, instances=instances, offered_rps=round(rate, 3),
+        sent_rps=round(len(records) / window, 3), achieved_rps=round(answered / window, 3),
+        p50_ms=round(float(np.percentile(latencies, 50)), 3) if len(ok) else math.inf,
+        p99_ms=round(float(np.percentile(latencies, 99)), 3) if len(ok) else math.inf,
+        requests=len(records), failures=sum(1 for r in records if r.error),
+        mean_batch=round(inferences / executions, 3) if executions else None,
+        compute_ms=round(compute_ns / executions / 1e6, 3) if executions else None,
+        host_load_1m=round(os.getloadavg()[0], 2))
+
+
+def sweep_variant(endpoints: Endpoints, model: str, profile: VariantProfile, texts: list[str],
+                  settings: SweepSettings, progress: Callable[[str], None] = lambda _: None,
+                  workdir: Path = Path("/tmp")) -> list[SaturationPoint]:
+    """The model's saturation curves (see the module docstring), the model left as found."""
+    from adapter.core.saturation import predicted, within
+
+    repository = ModelRepository(endpoints)
+    base = repository.config(model)
+    points: list[SaturationPoint] = []
+    try:
+        for batch, instances in settings.configs:
+            repository.load(model, configured(base, instances=instances, max_batch_size=batch,
+                                              max_queue_delay_us=0))
+            _, capacity = predicted(profile, batch, instances, 1.0)
+            reach = min(capacity, settings.max_rps / max(settings.loads))  # the ladder's 100 %
+            rates = [share * reach for share in sorted(settings.loads)]
+            for rate in rates:
+                progress(f"{model} b={batch} n={instances} {rate:.0f} req/s")
+                point = _open_loop_point(endpoints, repository, model, batch, instances, rate,
+                                         texts, settings, workdir / f"sweep-{model}.json")
+                points.append(point)
+                if not within(point, math.inf):  # failed requests or fell behind: saturated
+                    break
+    finally:
+        repository.load(model, base)
+        repository.close()
+    return points

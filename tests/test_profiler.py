@@ -52,3 +52,31 @@ def test_tpa_profile_records_each_points_server_side_latency(tmp_path):
     for p in points:
         assert 0 < p["server_p50_ms"] <= p["server_p99_ms"]
         assert p["server_p50_ms"] <= p["p50_ms"] and p["server_p99_ms"] <= p["p99_ms"]
+
+
+def test_the_saturation_sweep_climbs_its_ladder_open_loop_and_restores_the_model(triton, tmp_path):
+    from adapter.core.profile import load_profiles
+    from adapter import paths
+    from adapter.profiler import SweepSettings, sweep_variant
+
+    profile = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")["langid_cld2"]
+    repository = ModelRepository(triton.endpoints)
+    before = repository.config("langid_cld2")
+    settings = SweepSettings(configs=((1, 1), (4, 1)), loads=(0.5, 1.0), seconds=3, max_rps=40.0)
+    texts = [item["text"] for item in load_langid_eval()[:200]]
+    seen = []
+    points = sweep_variant(triton.endpoints, "langid_cld2", profile, texts, settings, seen.append, tmp_path)
+    # CLD2 serves thousands of texts per second: the ladder is capped at the load generator's reach.
+    assert seen == ["langid_cld2 b=1 n=1 20 req/s", "langid_cld2 b=1 n=1 40 req/s",
+                    "langid_cld2 b=4 n=1 20 req/s", "langid_cld2 b=4 n=1 40 req/s"]
+    assert [(p.batch_size, p.instances, p.offered_rps) for p in points] == [
+        (1, 1, 20.0), (1, 1, 40.0), (4, 1, 20.0), (4, 1, 40.0)]
+    for p in points:
+        # Poisson arrivals over the 2 s measured: the count is a draw, within 5 sigma of the rate.
+        assert abs(p.sent_rps - p.offered_rps) <= 5 * (2 * p.offered_rps) ** 0.5 / 2
+        assert p.failures == 0 and p.achieved_rps >= 0.9 * p.sent_rps  # far below capacity
+        assert 0 < p.p50_ms <= p.p99_ms and p.requests == round(p.sent_rps * 2)
+        assert p.mean_batch is not None and 1.0 <= p.mean_batch <= p.batch_size  # Triton's counters
+        assert p.compute_ms is not None and p.compute_ms > 0
+    assert repository.config("langid_cld2") == before
+    repository.close()

@@ -3,6 +3,7 @@
     python -m adapter.bench.fidelity                       # live runs + simulations, then compare
     python -m adapter.bench.fidelity --reuse               # compare again using the live runs on disk
     python -m adapter.bench.fidelity --case bursty:adapter --case steady-high:ipa --time-scale 20
+    python -m adapter.bench.fidelity --saturation          # the stage model at saturation (no runs)
 
 For each case (workload:policy) the live experiment (`tpa experiment`: local Triton, Locust
 trace replay, the policy driving Triton) and the simulation (trace-exact arrivals, the same
@@ -12,6 +13,10 @@ repository's configs) are compared on:
   SLA miss      end-to-end share of requests over the SLA or failed        - within 1 pp
   same variants share of seconds in which every stage runs the same variant in both
 Prints a table; writes runs/fidelity/fidelity.json and fidelity.md.
+
+`--saturation` checks the planner's stage model on its own instead, against the open-loop
+sweeps stored in the profiles (`tpa profile --saturation`): per variant and (batch, instances),
+the measured and predicted max rps at which one stage keeps its p99 within the SLA, within 15 %.
 """
 
 from __future__ import annotations
@@ -96,6 +101,19 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def saturation(profiles, sla_ms: float) -> int:
+    """The stage model's max rps at the SLA against every stored saturation curve."""
+    from adapter.core.saturation import check_curves, format_checks
+
+    checks = [c for vp in profiles.variants.values() for c in check_curves(vp, sla_ms, side="client")]
+    if not checks:
+        print("no saturation curves in the profiles: run `tpa profile --saturation` first")
+        return 1
+    print(format_checks(checks))
+    print(f"{sum(c.ok for c in checks)} of {len(checks)} curves within 15 % (or consistent with their bound)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from adapter.commands.run import load_pipeline
     from adapter.experiment import POLICIES, run_experiment
@@ -115,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulations per case (service-time draws); the median is compared (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=paths.RUNS / "fidelity")
     parser.add_argument("--reuse", action="store_true", help="use the live runs already in --out")
+    parser.add_argument("--saturation", action="store_true",
+                        help="instead: the stage model against the profiles' saturation sweeps")
     args = parser.parse_args(argv)
     spec, profiles = load_pipeline(args)
+    if args.saturation:
+        return saturation(profiles, spec.sla_ms)
     stages = [s.name for s in spec.stages]
     results = []
     for case in args.cases or DEFAULT_CASES:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +25,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _config_list(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        configs = tuple((int(b), int(n)) for b, n in (item.split("x") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BATCHxINSTANCES,... (e.g. 1x1,4x2), got {text!r}") from None
+    if not configs or min(min(c) for c in configs) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch sizes and instances >= 1, got {text!r}")
+    return configs
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile", help="measure latency/throughput of each variant and fit its latency model")
@@ -35,6 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="instance counts to measure (default: 1,2)")
     parser.add_argument("--refresh", action="store_true",
                         help="measure again the variants the profiles file already has")
+    parser.add_argument("--saturation", action="store_true",
+                        help="instead: open-loop sweeps up to past each variant's capacity, stored with "
+                             "its profile, then measured vs predicted max rps at --budget-ms")
+    parser.add_argument("--configs", type=_config_list,
+                        help="with --saturation: BATCHxINSTANCES,... (default: 1x1,4x1,4x2)")
+    parser.add_argument("--max-rps", type=float,
+                        help="with --saturation: the highest rate to send (default: 300, what one Python "
+                             "client sends reliably beside Triton on 2 cores)")
+    parser.add_argument("--budget-ms", type=float,
+                        help="with --saturation: the latency one stage may take (default: the spec's SLA)")
     parser.set_defaults(func=run)
 
 
@@ -54,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {', '.join(unknown)}: not a variant of {spec.name} "
                           f"(variants: {', '.join(stage_of)})")
     previous = load_profiles(out) if out.exists() else None
+    if args.saturation:
+        return sweep(args, spec, out, previous, [m for m in stage_of if m in (args.models or stage_of)])
     if previous is not None and previous.provenance.get("command") != "tpa profile":
         previous = None  # placeholder profiles are never reused as measurements
     variants = {m: stage_of[m] for m in (args.models or stage_of)
@@ -87,4 +112,46 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:20} {fit.kind:6} {fit.rmse_ms:8.2f} {fit.max_rel_error:8.1%} "
               f"{vp.instance_efficiency:8.2f} {load}  {fit.p99_ms(1):.1f} / {fit.p99_ms(8):.1f}")
     print(f"wrote {out}")
+    return 0
+
+
+def sweep(args: argparse.Namespace, spec, out: Path, profiles, models: list[str]) -> int:
+    """`--saturation`: sweep the profiled variants, store the curves, print the check."""
+    from adapter.core.profile import save_saturation
+    from adapter.core.saturation import check_curves, format_checks
+    from adapter.models.scoring import load_langid_eval
+    from adapter.profiler import SweepSettings, sweep_variant
+    from adapter.serving.launcher import LocalTriton
+
+    missing = [m for m in models if profiles is None or m not in profiles]
+    if missing:
+        raise ConfigError(f"--saturation: {', '.join(missing)} not in {out}: run `tpa profile` first "
+                          f"(the sweep's rates are shares of the profiled capacity)")
+    settings = SweepSettings(**({"configs": args.configs} if args.configs else {}),
+                             **({"max_rps": args.max_rps} if args.max_rps else {}))
+    texts = [item["text"] for item in load_langid_eval()]
+    variants = dict(profiles.variants)
+    workdir = paths.RUNS / "profile"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with LocalTriton(models=models, log_path=workdir / "triton.log") as triton, \
+            tqdm(total=len(models) * len(settings.configs) * len(settings.loads), desc="saturation",
+                 unit="rate", disable=None) as bar:
+        def progress(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        for model in models:
+            points = sweep_variant(triton.endpoints, model, variants[model], texts, settings, progress, workdir)
+            variants[model] = dataclasses.replace(variants[model], saturation=tuple(points))
+    profiles = dataclasses.replace(profiles, variants=variants)
+    save_saturation(profiles, out, provenance={
+        "command": "tpa profile --saturation", "configs": [list(c) for c in settings.configs],
+        "loads": list(settings.loads), "max_rps": settings.max_rps, "seconds_per_rate": settings.seconds,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host_cores": os.cpu_count(),
+        "method": "open-loop Poisson arrivals of one text each over HTTP from a child process, latency "
+                  "from the scheduled send time, the first second of each rate left out; mean batch "
+                  "and compute time from Triton's statistics"})
+    budget = args.budget_ms or spec.sla_ms
+    print(format_checks([c for m in models for c in check_curves(profiles[m], budget, side="client")]))
+    print(f"wrote the saturation curves into {out}")
     return 0

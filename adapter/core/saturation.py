@@ -143,3 +143,57 @@ def fit_service_scale(vp: VariantProfile, batch: int, instances: int, sla_ms: fl
         else:
             hi = mid
     return math.exp((lo + hi) / 2)
+
+
+MAX_RPS_TOLERANCE = 0.15  # predicted vs measured max rps: the fidelity the planner is held to
+
+
+@dataclass(frozen=True)
+class CurveCheck:
+    """One (variant, B, n) curve: measured and predicted max rps at `sla_ms`, and the service
+    scale that would make them agree (None where the measured one is only a bound)."""
+
+    model: str
+    batch_size: int
+    instances: int
+    sla_ms: float
+    measured: MaxRps
+    predicted_rps: float
+    scale: float | None
+
+    @property
+    def error(self) -> float | None:
+        """predicted / measured - 1, where the measured max rps is a value, not a bound."""
+        return self.predicted_rps / self.measured.rps - 1.0 if self.measured.bound == "=" else None
+
+    @property
+    def ok(self) -> bool:
+        """Within the tolerance; for a bound, whether the prediction respects it (within it)."""
+        if self.measured.bound == "=":
+            return abs(self.error) <= MAX_RPS_TOLERANCE
+        if self.measured.bound == ">=":  # the stage kept the budget at every rate tried
+            return self.predicted_rps >= self.measured.rps * (1 - MAX_RPS_TOLERANCE)
+        return self.predicted_rps <= self.measured.rps * (1 + MAX_RPS_TOLERANCE)
+
+
+def check_curves(vp: VariantProfile, sla_ms: float, side: str = "server") -> list[CurveCheck]:
+    """Every saturation curve of `vp` against the stage model at a budget of `sla_ms`."""
+    out = []
+    for (batch, instances), curve in curves(vp.saturation).items():
+        measured = measured_max_rps(curve, sla_ms, side)
+        scale = fit_service_scale(vp, batch, instances, sla_ms, measured.rps) if measured.bound == "=" else None
+        out.append(CurveCheck(vp.model, batch, instances, sla_ms, measured,
+                              predicted_max_rps(vp, batch, instances, sla_ms), scale))
+    return out
+
+
+def format_checks(checks: Sequence[CurveCheck]) -> str:
+    """A Markdown table of curve checks."""
+    lines = ["| variant | B | n | measured max rps | predicted | error | within 15 % | fitted scale |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        error = "" if c.error is None else f"{c.error:+.0%}"
+        scale = "" if c.scale is None else f"{c.scale:.2f}"
+        lines.append(f"| {c.model} | {c.batch_size} | {c.instances} | {c.measured} | {c.predicted_rps:.0f} | "
+                     f"{error} | {'yes' if c.ok else 'no'} | {scale} |")
+    return "\n".join(lines)

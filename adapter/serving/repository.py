@@ -87,6 +87,15 @@ class ModelRepository:
                            as_json=True)
         return {m["name"]: m.get("state", "") for m in index.get("models", [])}
 
+    def counters(self, model: str) -> tuple[int, int, int]:
+        """(inferences, executions, compute ns) Triton has counted for the model so far, over
+        its versions: per window, their differences give the mean batch and compute time."""
+        stats = self._call(f"read statistics of {model}", "get_inference_statistics", model,
+                           as_json=True).get("model_stats", [])
+        return (sum(int(m.get("inference_count", 0)) for m in stats),
+                sum(int(m.get("execution_count", 0)) for m in stats),
+                sum(int(m.get("inference_stats", {}).get("compute_infer", {}).get("ns", 0)) for m in stats))
+
     def server_version(self) -> str:
         return self._call("read server metadata", "get_server_metadata",
                           as_json=True)["version"]

@@ -158,3 +158,52 @@ def test_fit_service_scale_recovers_a_known_slowdown():
     assert fit_service_scale(vp, 1, 1, 150.0, target) == pytest.approx(1.3, rel=1e-4)
     assert fit_service_scale(vp, 1, 1, 150.0, 1e6) == 0.25  # clipped at its bounds
     assert fit_service_scale(vp, 1, 1, 150.0, 1e-3) == 4.0
+
+
+# -- the fidelity check of each curve -----------------------------------------------------------
+
+def test_a_curve_check_compares_measured_and_predicted_max_rps_and_fits_the_scale():
+    from adapter.core.saturation import check_curves, format_checks
+
+    vp = _constant(10.0)  # predicted max rps at 150 ms: about 86 (see above)
+    predicted_rps = predicted_max_rps(vp, 1, 1, 150.0)
+    close = [_point(40, 20), _point(80, 60), _point(100, 400)]  # crosses 150 ms between 80 and 100
+    far = [_point(20, 30, b=4), _point(30, 300, b=4)]  # B = 4 crosses at ~25: far below the model
+    bound = [_point(40, 20, n=2), _point(60, 30, n=2)]  # never crossed: a lower bound only
+    vp = dataclasses.replace(vp, saturation=tuple(close + far + bound))
+    checks = {(c.batch_size, c.instances): c for c in check_curves(vp, 150.0, side="client")}
+    c = checks[(1, 1)]
+    assert c.measured.bound == "=" and 80 < c.measured.rps < 100 and c.predicted_rps == pytest.approx(predicted_rps)
+    assert c.error == pytest.approx(predicted_rps / c.measured.rps - 1) and c.ok == (abs(c.error) <= 0.15)
+    # The fitted scale makes the model predict the measured figure.
+    scaled = dataclasses.replace(vp, service_scale=c.scale)
+    assert predicted_max_rps(scaled, 1, 1, 150.0) == pytest.approx(c.measured.rps, rel=1e-3)
+    assert checks[(4, 1)].ok is False and checks[(4, 1)].scale > 1  # the model is too optimistic there
+    b = checks[(1, 2)]
+    assert b.measured.bound == ">=" and b.error is None and b.scale is None
+    assert b.ok == (b.predicted_rps >= 0.85 * 60)
+    table = format_checks(list(checks.values()))
+    assert table.splitlines()[0].startswith("| variant | B | n | measured max rps")
+    assert "| m | 1 | 2 | >=60 |" in table and len(table.splitlines()) == 5
+
+
+def test_the_fidelity_bench_checks_the_stored_curves(tmp_path: Path, capsys):
+    from adapter import paths
+    from adapter.bench.fidelity import main
+
+    profiles = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+    without = tmp_path / "without.json"
+    save_profiles(dataclasses.replace(profiles, variants={
+        name: dataclasses.replace(vp, saturation=()) for name, vp in profiles.variants.items()}), without)
+    assert main(["--saturation", "--profiles", str(without)]) == 1
+    assert "run `tpa profile --saturation` first" in capsys.readouterr().out
+    vp = profiles["embed_l3_int8"]
+    at = predicted_max_rps(vp, 1, 1, 150.0)  # a curve crossing the SLA right where the model says
+    curve = (_point(at * 0.5, 20.0), _point(at * 0.9, 100.0), _point(at * 1.1, 225.0))
+    with_curve = tmp_path / "with.json"
+    save_profiles(dataclasses.replace(profiles, variants={
+        name: dataclasses.replace(vp, saturation=curve if name == "embed_l3_int8" else ())
+        for name, vp in profiles.variants.items()}), with_curve)
+    assert main(["--saturation", "--profiles", str(with_curve)]) == 0
+    out = capsys.readouterr().out
+    assert "| embed_l3_int8 | 1 | 1 |" in out and "1 of 1 curves within 15 %" in out
