@@ -27,6 +27,7 @@ same objective as the exact solver, not a surrogate.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 
 import pulp
@@ -46,8 +47,12 @@ def _backend(name: str, time_limit_s: float | None):
     if name == "cbc":
         # CBC only looks for solutions better by its cutoff increment (1e-4 by default), which
         # skips small improvements; ask for every one.
-        return pulp.PULP_CBC_CMD(msg=False, gapRel=1e-9, gapAbs=1e-9, options=["increment 1e-10"],
-                                 timeLimit=time_limit_s)
+        # The CBC binary bundled with the pinned PuLP 3.3.2; PuLP 4.0 moves it to an extra
+        # (`pulp[cbc]`) and warns on every solve until then.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
+            return pulp.PULP_CBC_CMD(msg=False, gapRel=1e-9, gapAbs=1e-9, options=["increment 1e-10"],
+                                     timeLimit=time_limit_s)
     if name == "highs":
         return pulp.HiGHS(msg=False, gapRel=1e-9, gapAbs=1e-9, timeLimit=time_limit_s)
     raise ValueError(f"unknown ILP backend {name!r}; expected one of {SOLVERS}")
@@ -60,13 +65,13 @@ def solve(problem: Problem, backend: str = "cbc", time_limit_s: float | None = N
     cases = [c for c in range(len(problem.cases)) if all(len(r) for r in problem.cases[c].stages)]
     if not cases:
         return None
-    z = {c: pulp.LpVariable(f"z_{c}", cat="Binary") for c in cases}
+    z = {c: m.add_variable(f"z_{c}", cat="Binary") for c in cases}
     m += pulp.lpSum(z.values()) == 1
     x: dict[tuple[int, int, int], pulp.LpVariable] = {}
     for c in cases:
         for s, rows in enumerate(problem.cases[c].stages):
             for r in range(len(rows)):
-                x[c, s, r] = pulp.LpVariable(f"x_{c}_{s}_{r}", cat="Binary")
+                x[c, s, r] = m.add_variable(f"x_{c}_{s}_{r}", cat="Binary")
 
     def rows_of(c, s):
         return problem.cases[c].stages[s]
@@ -92,7 +97,7 @@ def solve(problem: Problem, backend: str = "cbc", time_limit_s: float | None = N
     if math.isfinite(problem.sla_ms):
         bound = problem.sla_ms + LATENCY_TOL_MS
         if problem.split:
-            L = [pulp.LpVariable(f"L_{s}", lowBound=0) for s in range(S)]
+            L = [m.add_variable(f"L_{s}", lowBound=0) for s in range(S)]
             per = defaultdict(list)
             for lat, var, s, v in lat_terms:
                 per[s, v].append(lat * var)
@@ -142,12 +147,12 @@ def _product_chain(m: pulp.LpProblem, problem: Problem, cases: list[int], x: dic
     for s in range(1, S):
         terms = []
         for key, y in ys[s].items():
-            w = pulp.LpVariable(f"w_{s}_{key[0]}_{key[1]}", lowBound=0)
+            w = m.add_variable(f"w_{s}_{key[0]}_{key[1]}", lowBound=0)
             m += w <= upper * y
             m += w <= q
             m += w >= q - upper * (1 - y)
             terms.append(acc_of[s][key] * w)
-        q_s = pulp.LpVariable(f"q_{s}", lowBound=0)
+        q_s = m.add_variable(f"q_{s}", lowBound=0)
         m += q_s == pulp.lpSum(terms)
         q = q_s
         upper *= max(acc_of[s].values())
