@@ -27,6 +27,7 @@ not read them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -418,33 +419,42 @@ Z99 = 2.3263478740408408  # standard normal quantile of 0.99
 MAX_SIGMA = 1.5  # a p99 more than ~33x the median is a measuring accident, not a distribution
 
 
-def lognormal_table(vp: VariantProfile, max_batch: int) -> list[tuple[float, float]]:
+def lognormal_table(vp: VariantProfile, max_batch: int) -> tuple[tuple[float, float], ...]:
     """(mu, sigma) of ln(service ms) of one batch, for batch sizes 0..max_batch (index 0 unused).
 
     A batch's service time is lognormal with the measured p50 as median and the measured p99 as
     99th percentile (server-side, Triton's request trace, where the profile has them), at the
     measured batch sizes, linear in between; past the largest measured size, the fits. A profile
     without measurements (synthetic) has a fixed service time: its p99 fit. `service_scale`
-    multiplies every time."""
-    single = [m for m in vp.measurements if m.instances == min(x.instances for x in vp.measurements)] \
-        if vp.measurements else []
+    multiplies every time. Memoised: the planner asks for it for every candidate of every
+    decision, and it depends on the measurements alone (refitting them was 85 % of a decision)."""
+    shift = math.log(vp.service_scale)
+    return tuple((mu + shift if b else 0.0, sigma)
+                 for b, (mu, sigma) in enumerate(_lognormal_table(vp.measurements, vp.latency, max_batch)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _lognormal_table(measurements: tuple[Measurement, ...], latency: LatencyFit,
+                     max_batch: int) -> tuple[tuple[float, float], ...]:
+    """`lognormal_table` at service scale 1."""
+    single = [m for m in measurements if m.instances == min(x.instances for x in measurements)] \
+        if measurements else []
     sizes = np.array([m.batch_size for m in single], dtype=float)
     order = np.argsort(sizes)
-    p50_fit = vp.latency
+    p50_fit = latency
     if single:
         p50_fit = fit_latency(sizes, [_p50(m) for m in single])
-    shift = math.log(vp.service_scale)
     table = [(0.0, 0.0)]
     for b in range(1, max_batch + 1):
         if single and b <= sizes.max():
             p50 = float(np.interp(b, sizes[order], np.array([_p50(m) for m in single])[order]))
             p99 = float(np.interp(b, sizes[order], np.array([_p99(m) for m in single])[order]))
         else:
-            p50, p99 = float(p50_fit.p99_ms(b)), float(vp.latency.p99_ms(b))  # the fits' evaluator
+            p50, p99 = float(p50_fit.p99_ms(b)), float(latency.p99_ms(b))  # the fits' evaluator
         p50 = max(p50, 1e-3)
         p99 = max(p99, p50)
-        table.append((math.log(p50) + shift, min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
-    return table
+        table.append((math.log(p50), min(math.log(p99 / p50) / Z99, MAX_SIGMA)))
+    return tuple(table)
 
 
 @dataclass(frozen=True, eq=False)
