@@ -3,6 +3,7 @@
     python -m adapter.bench.policies                       # the whole suite (minutes, all cores)
     python -m adapter.bench.policies --workload bursty --policy adapter --policy ipa --seeds 1
     python -m adapter.bench.policies --quick               # 3 workloads, 1 seed: a smoke run
+    python -m adapter.bench.policies --ablation            # each rule of the adapter's policy taken out
 
 Every run: Poisson arrivals, decisions every 10 s, new pods ready after 30 s, every policy
 starting on its own plan for the first second, a pool of up to 200 pods (the capped-pool
@@ -38,6 +39,19 @@ from adapter import paths
 BASE_POLICIES = ("adapter", "ipa", "scale-only", "switch-only", "static-accurate", "static-cheapest", "oracle")
 STATIC = ("static-accurate", "static-cheapest")
 BETAS = (0.02, 0.05, 0.1)
+# `--ablation`: the adapter with one rule of its policy taken out at a time (docs/policies.md):
+# name -> PolicyConfig fields replaced, and SimSettings fields replaced.
+ABLATIONS: dict[str, tuple[dict, dict]] = {
+    "quantile-forecast": ({"headroom": None}, {"predictor": "max-window"}),  # max-window + the spec's headroom
+    "scale-down-hysteresis": ({"scale_down_hysteresis": 0.0}, {}),
+    "amortised-switching": ({"plan_lifetime_s": None}, {}),  # one-off costs charged per decision
+    "backlog-drain": ({"drain_s": None}, {}),
+    "pool-clamp": ({"clamp_to_pool": False}, {}),
+    "overload-trigger": ({"overload_trigger": None}, {}),
+    "correction": ({"max_latency_scale": 1.0}, {}),
+    "admission": ({}, {"admission": "off"}),  # unbounded queues: the excess is answered late
+}
+ABLATION_REFERENCE = ("adapter", "static-accurate", "static-cheapest", "oracle")
 
 
 def _flash(base: float, peak: float, at: int, width: int, seconds: int) -> np.ndarray:
@@ -83,20 +97,21 @@ def _one(job: tuple) -> dict:
     from adapter.core.spec import load_spec
     from adapter.sim.run import SimSettings, simulate
 
-    workload, policy, seed, beta, series, overrides = job
+    workload, policy, seed, beta, series, overrides, *ablation = job
+    config, sim = ABLATIONS[ablation[0]] if ablation else ({}, {})
     logging.getLogger("adapter").setLevel(logging.ERROR)
     spec = load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml")
     profiles = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
     spec = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, beta=beta),
                                **overrides.get("spec", {}))
     settings = SimSettings(interval_s=10, poisson=True, seed=seed, warm_start=True, pod_start_s=30,
-                           max_pods=overrides.get("max_pods", 200))
+                           max_pods=overrides.get("max_pods", 200), policy_overrides=tuple(config.items()), **sim)
     result = simulate(spec, profiles, series, policy, settings, workload=workload)
     s = result.summary
     requests = max(s["requests"], 1)
     return {
-        "workload": workload, "policy": policy, "seed": seed, "beta": beta,
-        "objective": run_objective(result.rows, spec.objective.alpha, beta),
+        "workload": workload, "policy": f"{policy} w/o {ablation[0]}" if ablation else policy, "seed": seed,
+        "beta": beta, "objective": run_objective(result.rows, spec.objective.alpha, beta),
         "sla_miss_pct": s["sla_miss_pct"],
         "shed_pct": s.get("shed_pct", 0.0),
         "cores": float(np.mean([r.get("cost_cores", 0.0) for r in result.rows])),
@@ -183,6 +198,28 @@ def verdict(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ablation_summary(table: list[dict]) -> str:
+    """Per rule taken out: across workloads, the median change of the objective against the
+    whole adapter, on how many workloads it fell / rose, and the median SLA-miss and shed %."""
+    by = {(r["workload"], r["policy"]): r for r in table}
+    names = list(dict.fromkeys(r["workload"] for r in table))
+    lines = ["| without | median objective change | workloads worse / better | median gap | "
+             "median SLA miss % | median shed % |", "|---|---|---|---|---|---|"]
+    for rule in ABLATIONS:
+        label = f"adapter w/o {rule}"
+        pairs = [(by[w, label], by[w, "adapter"]) for w in names if (w, label) in by and (w, "adapter") in by]
+        if not pairs:
+            continue
+        deltas = [a["objective"] - b["objective"] for a, b in pairs]
+        gaps = [a["gap"] for a, _ in pairs if a["gap"] is not None]
+        lines.append(f"| {rule} | {statistics.median(deltas):+.4f} | {sum(d < -1e-4 for d in deltas)} / "
+                     f"{sum(d > 1e-4 for d in deltas)} of {len(pairs)} | "
+                     f"{'' if not gaps else f'{100 * statistics.median(gaps):.0f}%'} | "
+                     f"{statistics.median(a['sla_miss_pct'] for a, _ in pairs):.2f} | "
+                     f"{statistics.median(a['shed_pct'] for a, _ in pairs):.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -198,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-frontier", action="store_true", help="skip the three-beta frontier runs")
     parser.add_argument("--quick", action="store_true", help="bursty, flash-crowd and capped-pool, one seed, no frontier")
+    parser.add_argument("--ablation", action="store_true",
+                        help="instead: the adapter with each rule of its policy taken out in turn "
+                             f"({', '.join(ABLATIONS)}), beside the adapter, the static plans and the oracle")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=paths.RUNS / "bench-policies")
     args = parser.parse_args(argv)
@@ -205,9 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds: expected at least 1")
     names = args.workloads or (["bursty", "flash-crowd", "capped-pool"] if args.quick else list(suite))
     policies = args.policies or [p for p in SIM_POLICIES if p in BASE_POLICIES or _lstm_available(p)]
+    if args.ablation:
+        policies = list(ABLATION_REFERENCE)
     seeds = 1 if args.quick else args.seeds
     jobs = [(w, p, seed, 0.05, suite[w][0], suite[w][1]) for w in names for p in policies for seed in range(seeds)]
-    if not (args.quick or args.no_frontier):
+    if args.ablation:
+        jobs += [(w, "adapter", seed, 0.05, suite[w][0], suite[w][1], rule)
+                 for w in names for rule in ABLATIONS for seed in range(seeds)]
+        policies += [f"adapter w/o {rule}" for rule in ABLATIONS]
+    elif not (args.quick or args.no_frontier):
         jobs += [(w, p, 0, beta, suite[w][0], suite[w][1]) for w in names if w in IPA_NAMES
                  for p in policies for beta in BETAS if beta != 0.05]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -219,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(format_frontier(front))
     print()
-    print(verdict(table))
+    print(ablation_summary(table) if args.ablation else verdict(table))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"runs": results, "table": table, "frontier": front}, indent=1) + "\n")
     print(f"\nresults: {args.out / 'results.json'}")

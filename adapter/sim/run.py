@@ -27,6 +27,7 @@ from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, queue_policies
 from adapter.core.plan import Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.policy import Decision, PolicyConfig, Reason
+from adapter.core.predictor import make_predictor
 from adapter.core.profile import Profiles, reconfiguration_s
 from adapter.core.spec import PipelineSpec
 from adapter.errors import ConfigError
@@ -58,6 +59,9 @@ class SimSettings:
     max_pods: int | None = None  # override the spec's limits.max_pods (the pool)
     lead_s: float = 0.0  # the adapter's loop starts this long before the trace's first request
     admission: Admission = DEFAULT  # each model's queue policy, as the live actuator's (core.admission)
+    # Ablations: PolicyConfig fields replaced in the policy's own config, and another predictor.
+    policy_overrides: tuple[tuple[str, object], ...] = ()
+    predictor: str | None = None
 
 
 class SimSource:
@@ -202,6 +206,9 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     clock = lambda: engine.now  # noqa: E731 - the loop's clock is the simulation's
 
     setup = sim_policy_setup(policy, spec, profiles, target)
+    if settings.policy_overrides or settings.predictor:
+        setup = replace(setup, config=replace(setup.config, **dict(settings.policy_overrides)),
+                        predictor=make_predictor(settings.predictor) if settings.predictor else setup.predictor)
 
     ticks: list[tuple[float, Plan | None]] = []
     decisions: list[dict] = []

@@ -165,3 +165,19 @@ def test_cli_runs_a_trace_file_and_has_help(tmp_path, capsys):
         main(["simulate", "--help"])
     assert exit_info.value.code == 0
     assert "--max-pods" in capsys.readouterr().out
+
+
+def test_an_ablation_replaces_one_rule_of_the_policy():
+    """`SimSettings.policy_overrides` reaches the policy's own config: without the 60 s hold on
+    capacity, the adapter returns to the accurate embedder soon after the load falls."""
+    load = np.array([250.0] * 60 + [10.0] * 90)
+
+    def back_to_accurate_s(**overrides) -> int:
+        result = simulate(SPEC, PROFILES, load, "adapter",
+                          SimSettings(warm_start=True, policy_overrides=tuple(overrides.items())))
+        return next(t for t, row in enumerate(result.rows) if t >= 60 and row["embed_variant"] == "embed_l6_int8")
+
+    held, not_held = back_to_accurate_s(), back_to_accurate_s(scale_down_window_s=0.0, scale_down_hysteresis=0.0)
+    assert not_held - 60 <= 30 and held - not_held >= 30
+    with pytest.raises(ConfigError, match="unknown predictor 'crystal-ball'"):
+        simulate(SPEC, PROFILES, load[:5], "adapter", SimSettings(predictor="crystal-ball"))
