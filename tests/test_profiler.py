@@ -80,3 +80,23 @@ def test_the_saturation_sweep_climbs_its_ladder_open_loop_and_restores_the_model
         assert p.compute_ms is not None and p.compute_ms > 0
     assert repository.config("langid_cld2") == before
     repository.close()
+
+
+def test_tpa_profile_saturation_names_bad_configs_and_unprofiled_variants(tmp_path, capsys):
+    import dataclasses
+
+    import pytest
+
+    from adapter import paths
+    from adapter.cli import main
+    from adapter.core.profile import load_profiles, save_profiles
+
+    with pytest.raises(SystemExit):
+        main(["profile", "--saturation", "--configs", "4"])
+    assert "--configs: expected BATCHxINSTANCES,... (e.g. 1x1,4x2), got '4'" in capsys.readouterr().err
+    profiles = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
+    partial = tmp_path / "profiles.json"
+    save_profiles(dataclasses.replace(profiles, variants={
+        k: v for k, v in profiles.variants.items() if k != "embed_l3"}), partial)
+    assert main(["profile", "--saturation", "--model", "embed_l3", "--out", str(partial)]) != 0
+    assert "--saturation: embed_l3 not in" in capsys.readouterr().err
