@@ -94,6 +94,10 @@ def test_tpa_profile_saturation_names_bad_configs_and_unprofiled_variants(tmp_pa
     with pytest.raises(SystemExit):
         main(["profile", "--saturation", "--configs", "4"])
     assert "--configs: expected BATCHxINSTANCES,... (e.g. 1x1,4x2), got '4'" in capsys.readouterr().err
+    for flag in ("--budget-ms", "--max-rps"):
+        with pytest.raises(SystemExit):
+            main(["profile", "--saturation", flag, "-5"])
+        assert f"{flag}: expected a positive number, got '-5'" in capsys.readouterr().err
     profiles = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")
     partial = tmp_path / "profiles.json"
     save_profiles(dataclasses.replace(profiles, variants={
