@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from adapter.workloads import arrival_times
+
 DEFAULT_TEXTS = ("Der Zug nach Berlin fährt um zwölf Uhr ab.", "The weather is lovely today.",
                  "Le chat dort sur le canapé.", "El tren sale a las doce.")
 
@@ -28,17 +30,6 @@ class Record:
     scheduled_s: float  # offset from the start of the run
     latency_ms: float  # from the scheduled time to the answer
     error: str  # "" when the request succeeded
-
-
-def send_times(schedule_rps: Sequence[float], poisson_seed: int | None = None) -> list[float]:
-    """Scheduled send times (s from the start): each second's requests evenly spaced, or, with a
-    seed, Poisson arrivals at each second's rate (a Poisson count at uniform times)."""
-    if poisson_seed is None:
-        return [second + k / max(int(round(rate)), 1)
-                for second, rate in enumerate(schedule_rps) for k in range(int(round(rate)))]
-    rng = np.random.default_rng(poisson_seed)
-    return [float(t) for second, rate in enumerate(schedule_rps)
-            for t in np.sort(second + rng.random(rng.poisson(max(rate, 0.0))))]
 
 
 def run_schedule(http_url: str, model: str, schedule_rps: Sequence[float], out_path: str,
@@ -65,7 +56,9 @@ def run_schedule(http_url: str, model: str, schedule_rps: Sequence[float], out_p
             records.append(Record(scheduled, (time.perf_counter() - t0 - scheduled) * 1000, error))
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        for n, scheduled in enumerate(send_times(schedule_rps, poisson_seed)):
+        times = arrival_times(np.asarray(schedule_rps, dtype=float), poisson=poisson_seed is not None,
+                              seed=poisson_seed or 0)
+        for n, scheduled in enumerate(float(t) for t in times):
             time.sleep(max(0.0, t0 + scheduled - time.perf_counter()))
             pool.submit(send, scheduled, texts[n % len(texts)])
     with open(out_path, "w") as f:

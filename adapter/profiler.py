@@ -233,7 +233,7 @@ def _open_loop_point(endpoints: Endpoints, repository: ModelRepository, model: s
     after = repository.counters(model)
     records = [r for r in load_records(str(records_path)) if r.scheduled_s >= 1.0]  # first second: warm-up
     window = settings.seconds - 1.0
-    ok = np.array([r.latency_ms for r in records if not r.error]) if records else np.array([])
+    served = any(not r.error for r in records)
     # Answered within the window (sent in it and done by its end): below sent once the queue grows.
     answered = sum(1 for r in records if not r.error and r.scheduled_s + r.latency_ms / 1000 <= settings.seconds)
     latencies = np.array([r.latency_ms if not r.error else np.inf for r in records])
@@ -241,8 +241,8 @@ def _open_loop_point(endpoints: Endpoints, repository: ModelRepository, model: s
     return SaturationPoint(
         batch_size=batch, instances=instances, offered_rps=round(rate, 3),
         sent_rps=round(len(records) / window, 3), achieved_rps=round(answered / window, 3),
-        p50_ms=round(float(np.percentile(latencies, 50)), 3) if len(ok) else math.inf,
-        p99_ms=round(float(np.percentile(latencies, 99)), 3) if len(ok) else math.inf,
+        p50_ms=round(float(np.percentile(latencies, 50)), 3) if served else math.inf,
+        p99_ms=round(float(np.percentile(latencies, 99)), 3) if served else math.inf,
         requests=len(records), failures=sum(1 for r in records if r.error),
         mean_batch=round(inferences / executions, 3) if executions else None,
         compute_ms=round(compute_ns / executions / 1e6, 3) if executions else None,

@@ -143,3 +143,19 @@ def test_time_scale_length_ignores_float_error():
 def test_time_scale_errors(factor):
     with pytest.raises(ConfigError, match=r"time-scale `factor` must be a positive number, got"):
         time_scale(np.ones(4), factor)
+
+
+def test_arrival_times_spread_each_second_or_follow_a_poisson_process():
+    from adapter.workloads import arrival_times
+
+    assert list(arrival_times(np.array([2.0, 0.0, 4.0]))) == [0.0, 0.5, 2.0, 2.25, 2.5, 2.75]
+    times = arrival_times(np.array([50.0] * 200 + [5.0] * 200), poisson=True, seed=1)
+    assert np.all(np.diff(times) >= 0) and times.min() >= 0 and times.max() < 400
+    per_second = np.bincount(times.astype(int), minlength=400)
+    assert abs(per_second[:200].mean() - 50) < 1.5 and abs(per_second[200:].mean() - 5) < 0.5
+    assert 0.7 < per_second[:200].var() / per_second[:200].mean() < 1.3  # Poisson: variance = mean
+    gaps = np.diff(times[times < 200])
+    assert 0.8 < gaps.std() / gaps.mean() < 1.2  # exponential gaps: coefficient of variation 1
+    five = np.array([50.0] * 5)
+    assert np.array_equal(arrival_times(five, True, 1), arrival_times(five, True, 1))
+    assert not np.array_equal(arrival_times(five, True, 1), arrival_times(five, True, 2))
