@@ -39,6 +39,29 @@ def ensemble_members(triton, ensemble: str) -> list[str]:
     return [step["model_name"] for step in config["ensemble_scheduling"]["step"]]
 
 
+def counters(source, *keys: tuple[str, str]) -> dict[tuple[str, str], float]:
+    """Triton's counters now, by (model, "success" or "failure"); 0 for a model not loaded."""
+    models_now = source.sample().models
+    return {(m, field): getattr(models_now[m], field) if m in models_now else 0.0
+            for m, field in keys}
+
+
+def successes(source, *models: str) -> dict[str, float]:
+    return {m: n for (m, _), n in counters(source, *((m, "success") for m in models)).items()}
+
+
+def wait_counted(source, expected: dict, timeout_s: float = 30) -> None:
+    """Wait until Triton's counters reach `expected` (keys: a model for its successes, or
+    (model, field)): Triton counts a request after it has sent the response, so a client can
+    read /metrics before its last request is counted."""
+    expected = {k if isinstance(k, tuple) else (k, "success"): n for k, n in expected.items()}
+    deadline = time.monotonic() + timeout_s
+    while (now := counters(source, *expected)) != expected:
+        assert all(now[m] <= expected[m] for m in expected), f"counted {now}, sent {expected}"
+        assert time.monotonic() < deadline, f"counted {now} after {timeout_s} s, sent {expected}"
+        time.sleep(0.02)
+
+
 def sent(stats, window_s: float) -> float:
     """Requests in the window: rate x window gives back the count Triton recorded."""
     return stats.success_rps * window_s
@@ -55,8 +78,10 @@ def test_every_metric_in_the_table_is_exported(triton):
 
 
 def test_single_requests_counted_exactly(client, source):
+    before = successes(source, "langid_cld2")["langid_cld2"]
     for _ in range(40):
         client.infer("langid_cld2", TEXT, ["LANG"])
+    wait_counted(source, {"langid_cld2": before + 40})
     observation = source.observe()
     stats = observation.models["langid_cld2"]
     assert sent(stats, observation.window_s) == pytest.approx(40)
@@ -70,8 +95,10 @@ def test_single_requests_counted_exactly(client, source):
 
 
 def test_client_batches_give_mean_batch(client, source):
+    before = successes(source, "langid_cld2")["langid_cld2"]
     for _ in range(5):
         client.infer("langid_cld2", TEXT * 8, ["LANG"])
+    wait_counted(source, {"langid_cld2": before + 5})
     observation = source.observe()
     stats = observation.models["langid_cld2"]
     assert sent(stats, observation.window_s) == pytest.approx(5)
@@ -80,11 +107,19 @@ def test_client_batches_give_mean_batch(client, source):
 
 def test_ensemble_and_member_counters_with_failures(triton, client, source):
     members = ensemble_members(triton, "text_search")
+    before = successes(source, "text_search", *members)
+    failed_before = counters(source, ("text_search", "failure"))[("text_search", "failure")]
     for _ in range(5):
         client.infer("text_search", TEXT, ["LANG", "EMBEDDING"])
     for _ in range(3):
         with pytest.raises(InferenceServerException, match="TEXT is empty"):
             client.infer("text_search", [" "], ["LANG", "EMBEDDING"])
+    first_name, second_name = members
+    wait_counted(source, {"text_search": before["text_search"] + 5,
+                          first_name: before[first_name] + 5 + 3,
+                          second_name: before[second_name] + 5,
+                          # Triton 2.51 counts each failed ensemble request twice (reason OTHER).
+                          ("text_search", "failure"): failed_before + 2 * 3})
     observation = source.observe()
     window_s = observation.window_s
     ensemble = observation.models["text_search"]
@@ -121,7 +156,8 @@ def test_model_reloaded_from_scratch_is_a_counter_reset(triton, client, source):
     control.load_model(model)
     for _ in range(3):
         client.infer(model, TEXT, ["LANG"])
-    assert source.sample().models[model].success == 3, "Triton did not restart the counters"
+    # Counters kept across the reload would read 13 and fail the wait at once.
+    wait_counted(source, {model: 3})
     observation = source.observe()
     assert sent(observation.models[model], observation.window_s) == pytest.approx(3)
 
