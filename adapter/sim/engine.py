@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapter.core.admission import UNBOUNDED, QueuePolicy
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, QueuePolicy, queue_policies
+from adapter.core.plan import Plan
+from adapter.errors import ServerError
 from adapter.monitor.metrics import ModelCounters, Sample
 from adapter.sim.service import ServiceTimes
 
@@ -54,6 +56,23 @@ class StageConfig:
     queue_delay_us: int
     instances: int
     queue: QueuePolicy = UNBOUNDED  # dynamic_batching.default_queue_policy
+
+
+def stage_configs(plan: Plan, admission: Admission | str = DEFAULT) -> list[StageConfig]:
+    """The plan as each stage's loaded configuration, with the admission rule's queue policy as
+    the live actuator writes it."""
+    configs = []
+    for stage in plan.stages:
+        if len(stage.variants) != 1:
+            raise ServerError(f"stage {stage.stage}: the simulator applies single-variant plans, "
+                              f"like the Triton actuator")
+    policies = queue_policies(plan, admission)
+    for stage in plan.stages:
+        v = stage.variants[0]
+        configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances,
+                                   policies.get(v.model, UNBOUNDED)))
+    return configs
+
 
 
 class ModelServer:

@@ -1,32 +1,38 @@
 """The offline oracle: the best plan schedule over a whole trace, knowing all of it.
 
-    trace -> epochs of `interval_s` -> the true load each epoch must serve
-    candidate plans: the planner's optimum at every distinct epoch load (and the most it can
-                     serve, where the pool is short), so every plan an online policy could reach
-                     for those loads is a candidate
+    candidate plans: the planner's optimum at every load from 1 req/s to the trace's peak, in
+                     5 % steps (and the most it can serve, where the pool is short): every plan
+                     an online policy using this planner could reach
+    ground truth:    what each candidate serves within the SLA at each rate, measured on the
+                     simulated pods (capacity.py), not the planner's cautious model of it
     dynamic program: value(e, q) = reward(q, e) + max_p value(e - 1, p) - switch(p, q)
 
-Reward of plan q in epoch e (per second, the benchmark's objective): alpha * accuracy(q) *
-(share of the epoch's requests q serves: 1 if its capacity covers the epoch's peak, else
-capacity / peak, the rest shed) - beta * cores(q). Switching p -> q pays the spec's one-off
-switching costs, and the cores of the pods q adds for as long as they take to start (the oracle
-starts them that early: it knows the load is coming). Pure: no simulation inside; the schedule
-it returns is then run in the simulator like any policy, with every change issued early enough
-to be ready at its epoch (the longest model load, or the pod start time).
+Reward of plan q in epoch e, in the benchmark's own objective (bench/policies.py): alpha x
+accuracy(q) x the requests of the epoch's seconds that q serves within the SLA (each second at
+the trace's rate), over all the trace's requests, minus beta x cores(q) x the epoch's share of
+the trace. Switching p -> q pays what a change costs in that objective: the added cores from
+the moment the change is issued, early enough (`lead_s`) to be ready at its epoch. The schedule
+is then run in the simulator like any policy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from adapter.core.admission import DEFAULT, Admission
 from adapter.core.plan import Plan
 from adapter.core.planner import max_servable_rps, plan_pipeline
 from adapter.core.profile import Profiles
 from adapter.core.spec import PipelineSpec
+from adapter.sim.capacity import served_curve
+
+LEVEL_STEP = 1.05  # the candidates' loads: 1 req/s upwards in 5 % steps
+SLA_SHARE = 0.99  # p99 within the SLA: an epoch's plan serves 99 % of its requests in time...
+MOST_SLACK = 0.005  # ...or, where no plan can, within half a percent of the most any plan serves
 
 
 @dataclass(frozen=True)
@@ -38,65 +44,20 @@ class Schedule:
     value: float  # the dynamic program's objective, per second, averaged over the trace
 
 
-def epoch_loads(series: np.ndarray, interval_s: float, smooth_s: int = 5) -> np.ndarray:
-    """Each epoch's load to serve: the peak `smooth_s`-second average within it (a queue rides
-    out shorter bursts; the same definition as the quantile forecast's)."""
-    series = np.asarray(series, dtype=float)
-    if series.size == 0:
-        return np.zeros(0)
-    w = min(smooth_s, series.size)
-    smooth = np.convolve(series, np.ones(w) / w, mode="full")[: series.size]  # trailing average
-    step = int(round(interval_s))
-    return np.array([smooth[i:i + step].max() for i in range(0, series.size, step)])
-
-
-def _switch_cost(spec: PipelineSpec, p: Plan, q: Plan, pod_start_s: float, interval_s: float) -> float:
-    """One-off cost of going from p to q, in objective-seconds (per-second objective x seconds)."""
-    if p is q:
-        return 0.0
-    obj = spec.objective
-    cost = 0.0
-    was = {s.stage: {v.model: v for v in s.variants} for s in p.stages}
-    for s in q.stages:
-        old = was.get(s.stage, {})
-        kept = sum(min(v.share, old[v.model].share) for v in s.variants if v.model in old)
-        cost += obj.switch_variant * (1.0 - kept)
-        cost += obj.switch_config * sum((v.max_batch_size != old[v.model].max_batch_size)
-                                        + (v.instances != old[v.model].instances)
-                                        for v in s.variants if v.model in old)
-    cost += obj.switch_config * (p.pods != q.pods)
-    cost *= interval_s  # the spec's switching costs weigh against one interval's objective
-    if q.pods > p.pods and p.pods > 0:  # pods started pod_start_s early, paid meanwhile
-        cost += obj.beta * q.cost * (q.pods - p.pods) / q.pods * pod_start_s
-    return cost
-
-
-def candidates(spec: PipelineSpec, profiles: Profiles, loads: np.ndarray, **plan_options) -> list[Plan]:
-    """The planner's optimum for every distinct epoch load (rounded up to 1 %), clamped to what
-    the pool serves within the SLA."""
+def candidates(spec: PipelineSpec, profiles: Profiles, peak_rps: float, **plan_options) -> list[Plan]:
+    """The planner's optimum at every load up to the peak in 5 % steps, clamped to what the pool
+    serves within the SLA."""
     plans: dict[tuple, Plan] = {}
-    levels = sorted({_round_up(x) for x in loads})
-    ceiling = None
+    levels = LEVEL_STEP ** np.arange(math.ceil(math.log(max(peak_rps, 1.0)) / math.log(LEVEL_STEP)) + 1)
     for level in levels:
-        if ceiling is not None and level >= ceiling:
-            continue
-        plan = plan_pipeline(spec, profiles, level, **plan_options)
+        plan = plan_pipeline(spec, profiles, float(level), **plan_options)
         if not plan.feasible:
-            served = max_servable_rps(spec, profiles, level, **plan_options)
-            if served is None:
-                plans.setdefault(("best-effort",), plan)
-                continue
-            ceiling, plan = served
+            served = max_servable_rps(spec, profiles, float(level), **plan_options)
+            best = served[1] if served is not None else plan  # best effort: nothing fits
+            plans.setdefault(_key(best), best)
+            break  # every higher load gets the same most-it-can-serve plan
         plans.setdefault(_key(plan), plan)
     return list(plans.values())
-
-
-def _round_up(x: float) -> float:
-    """Loads rounded up to 2 significant steps per 10 % band, so near-equal loads share a plan."""
-    if x <= 1.0:
-        return 1.0
-    step = 10 ** math.floor(math.log10(x)) / 20
-    return math.ceil(x / step) * step
 
 
 def _key(plan: Plan) -> tuple:
@@ -104,43 +65,52 @@ def _key(plan: Plan) -> tuple:
                                 for s in plan.stages for v in s.variants)
 
 
-def served_share(plan: Plan, load: float) -> float:
-    """The share of a load a plan serves within the SLA: all of it up to the load it was made for."""
-    return 1.0 if load <= plan.rps else plan.rps / load
-
-
 def optimal_schedule(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, interval_s: float,
-                     pod_start_s: float, initial: Plan | None = None, **plan_options) -> Schedule:
-    loads = epoch_loads(series, interval_s)
-    plans = candidates(spec, profiles, loads, **plan_options)
+                     lead_s: Callable[[Plan, Plan], float], initial: Plan | None = None,
+                     admission: Admission | str = DEFAULT, **plan_options) -> Schedule:
+    """`lead_s(p, q)`: how long before its epoch the change p -> q is issued to be ready then."""
+    rates = np.asarray(series, dtype=float)
+    seconds = len(rates)
+    plans = candidates(spec, profiles, float(rates.max(initial=1.0)), **plan_options)
     obj = spec.objective
     acc = np.array([p.accuracy for p in plans])
     cores = np.array([p.cost for p in plans])
-    share = np.array([[served_share(p, x) for p in plans] for x in loads])  # (E, K)
-    step = np.minimum(interval_s, len(series) - np.arange(len(loads)) * interval_s)  # the last epoch may be short
-    reward = (obj.alpha * acc[None, :] * share - obj.beta * cores[None, :]) * step[:, None]
-    switch = np.array([[_switch_cost(spec, p, q, pod_start_s, interval_s) for q in plans] for p in plans])  # (K, K)
-    value = reward[0] - (np.array([_switch_cost(spec, initial, q, pod_start_s, interval_s) for q in plans])
-                         if initial is not None else 0.0)
-    back = np.zeros((len(loads), len(plans)), dtype=int)
-    for e in range(1, len(loads)):
-        total = value[:, None] - switch  # from p (rows) to q (columns)
-        back[e] = np.argmax(total, axis=0)
-        value = total[back[e], np.arange(len(plans))] + reward[e]
-    last = int(np.argmax(value))
-    chosen = [last]
-    for e in range(len(loads) - 1, 0, -1):
-        chosen.append(int(back[e][chosen[-1]]))
-    chosen.reverse()
+    served = np.stack([rates * served_curve(spec, profiles, p, float(rates.max(initial=1.0)), admission).share(rates)
+                       for p in plans], axis=1)  # (seconds, K): requests served within the SLA
+    step = int(round(interval_s))
+    starts = np.arange(0, seconds, step)
+    served_epoch = np.add.reduceat(served, starts, axis=0) if seconds else np.zeros((0, len(plans)))
+    length = np.minimum(step, seconds - starts)  # the last epoch may be short
+    requests = max(float(rates.sum()), 1e-9)
+    # In objective-seconds, so that value / seconds is the benchmark's objective.
+    reward = obj.alpha * acc[None, :] * served_epoch * seconds / requests - obj.beta * cores[None, :] * length[:, None]
+    # The SLA is a constraint, not a price: a plan may only shed load no plan can serve.
+    share = served_epoch / np.maximum(np.add.reduceat(rates, starts)[:, None], 1e-9) if seconds else served_epoch
+    share = np.where(np.add.reduceat(rates, starts)[:, None] > 0, share, 1.0) if seconds else share
+    keeps_sla = (share >= SLA_SHARE) | (share >= share.max(axis=1, keepdims=True) - MOST_SLACK)
+    reward = np.where(keeps_sla, reward, -np.inf)
+
+    def switch(p: Plan | None, q: Plan) -> float:
+        if p is None or p is q:
+            return 0.0
+        return obj.beta * max(0.0, q.cost - p.cost) * lead_s(p, q)
+
+    switches = np.array([[switch(p, q) for q in plans] for p in plans])  # (K, K)
+    chosen, total = best_path(reward, switches, np.array([switch(initial, q) for q in plans]))
     return Schedule(interval_s=interval_s, plans=tuple(plans[k] for k in chosen),
-                    value=float(value[last]) / max(len(series), 1))
+                    value=total / max(seconds, 1))
 
 
-def lead_s(previous: Plan | None, nxt: Plan, profiles: Profiles, pod_start_s: float, default_load_s: float) -> float:
-    """How long before its epoch a change must be issued to be ready in time."""
-    if previous is None or _key(previous) == _key(nxt):
-        return 0.0
-    loads = sum((profiles[v.model].load_s_max or default_load_s) if v.model in profiles.variants else default_load_s
-                for s in nxt.stages for v in s.variants)
-    return max(loads, pod_start_s if nxt.pods > previous.pods else 0.0)
-
+def best_path(reward: np.ndarray, switches: np.ndarray, first: np.ndarray) -> tuple[list[int], float]:
+    """The plan index per epoch that maximises the sum of rewards (E, K) less the switching
+    costs (K, K: from row to column) and the cost of the first plan (K), and that sum."""
+    value = reward[0] - first
+    back = np.zeros(reward.shape, dtype=int)
+    for e in range(1, len(reward)):
+        total = value[:, None] - switches
+        back[e] = np.argmax(total, axis=0)
+        value = total[back[e], np.arange(reward.shape[1])] + reward[e]
+    chosen = [int(np.argmax(value))]
+    for e in range(len(reward) - 1, 0, -1):
+        chosen.append(int(back[e][chosen[-1]]))
+    return chosen[::-1], float(value.max())

@@ -23,7 +23,7 @@ import numpy as np
 
 from adapter import paths
 from adapter.core import policy as core_policy
-from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, queue_policies, same_rule
+from adapter.core.admission import DEFAULT, UNBOUNDED, Admission, same_rule
 from adapter.core.plan import Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.policy import Decision, PolicyConfig, Reason
@@ -34,12 +34,11 @@ from adapter.errors import ConfigError
 from adapter.experiment import (POLICIES, accuracy_range, held_decision, per_second_rows, policy_setup,
                                 summarise_run, write_results)
 from adapter.monitor.metrics import observation_from_samples
-from adapter.errors import ServerError
 from adapter.serving.actuator import settings_of
 from adapter.serving.repository import read_config_pbtxt
 from adapter.sidecar import LoopSettings, Sidecar, Tick
-from adapter.sim.engine import Engine, StageConfig
-from adapter.sim.oracle import lead_s, optimal_schedule
+from adapter.sim.engine import Engine, StageConfig, stage_configs
+from adapter.sim.oracle import optimal_schedule
 from adapter.sim.service import ServiceTimes
 
 SIM_POLICIES = POLICIES + ("oracle",)
@@ -102,21 +101,12 @@ class SimActuator:
         change of instances alone is an in-place update that starts only the added instances."""
         now = self.engine.now
         self.busy_s = 0.0
-        desired = stage_configs(plan, admission=self.settings.admission)
-        changes = []
-        for stage, (old, new) in enumerate(zip(self.configs, desired)):
-            if old.model == new.model and same_rule(old.queue, new.queue):
-                new = desired[stage] = replace(new, queue=old.queue)  # not worth a reload on its own
-            if old == new:
-                continue
-            update = replace(old, instances=new.instances) == new
-            seconds = reconfiguration_s(self.profiles, new.model, new.instances,
-                                        old.instances if update else None, self.settings.default_load_s)
-            changes.append((seconds, stage, old, new, update))
+        desired, changes = stage_changes(self.configs, stage_configs(plan, admission=self.settings.admission),
+                                         self.profiles, self.settings)
         actions: list[str] = []
         t = now
-        for seconds, stage, old, new, update in sorted(changes, key=lambda c: c[:2]):
-            t += seconds + (self.settings.repoint_s if old.model != new.model else 0.0)
+        for seconds, stage, old, new, update in changes:
+            t += seconds
             kind = "update" if update else "reconfigure" if old.model == new.model else "new"
             queue = ("" if new.queue == UNBOUNDED else
                      f", queue <= {new.queue.max_queue_size or 'any'}, timeout {new.queue.timeout_us / 1000:g} ms")
@@ -140,20 +130,32 @@ class SimActuator:
         return actions
 
 
-def stage_configs(plan: Plan, admission: Admission | str = DEFAULT) -> list[StageConfig]:
-    """The plan as each stage's loaded configuration, with the admission rule's queue policy as
-    the live actuator writes it."""
-    configs = []
-    for stage in plan.stages:
-        if len(stage.variants) != 1:
-            raise ServerError(f"stage {stage.stage}: the simulator applies single-variant plans, "
-                              f"like the Triton actuator")
-    policies = queue_policies(plan, admission)
-    for stage in plan.stages:
-        v = stage.variants[0]
-        configs.append(StageConfig(v.model, v.max_batch_size, v.max_queue_delay_us, v.instances,
-                                   policies.get(v.model, UNBOUNDED)))
-    return configs
+def stage_changes(configs: list[StageConfig], desired: list[StageConfig], profiles: Profiles,
+                  settings: SimSettings) -> tuple[list[StageConfig], list[tuple]]:
+    """The stages a reconcile changes, in the order the actuator applies them (quickest first):
+    (seconds it takes, stage, old config, new config, in-place update?); and the desired configs,
+    keeping a queue policy that differs too little to be worth a reload."""
+    desired, changes = list(desired), []
+    for stage, (old, new) in enumerate(zip(configs, desired)):
+        if old.model == new.model and same_rule(old.queue, new.queue):
+            new = desired[stage] = replace(new, queue=old.queue)
+        if old == new:
+            continue
+        update = replace(old, instances=new.instances) == new
+        seconds = reconfiguration_s(profiles, new.model, new.instances, old.instances if update else None,
+                                    settings.default_load_s)
+        changes.append((seconds + (settings.repoint_s if old.model != new.model else 0.0), stage, old, new, update))
+    return desired, sorted(changes, key=lambda c: c[:2])
+
+
+def change_lead_s(before: Plan, after: Plan, profiles: Profiles, settings: SimSettings) -> float:
+    """How long before it must be ready a change is issued: the actuator's reloads one after
+    another, or a new pod's start."""
+    if before is after:
+        return 0.0
+    _, changes = stage_changes(stage_configs(before, settings.admission), stage_configs(after, settings.admission),
+                               profiles, settings)
+    return max(sum(c[0] for c in changes), settings.pod_start_s if after.pods > before.pods else 0.0)
 
 
 def repository_configs(spec: PipelineSpec, ensembles: Path = paths.ENSEMBLES,
@@ -225,15 +227,15 @@ def simulate(spec: PipelineSpec, profiles: Profiles, series: np.ndarray, policy:
     static = None
     scheduled: list[tuple[float, Plan]] = []  # the oracle's changes: (issue time, plan)
     if policy == "oracle":
-        schedule = optimal_schedule(setup.spec, profiles, series, settings.interval_s, settings.pod_start_s,
-                                    headroom=setup.config.headroom)
+        lead = lambda before, after: change_lead_s(before, after, profiles, settings)  # noqa: E731
+        schedule = optimal_schedule(setup.spec, profiles, series, settings.interval_s, lead,
+                                    admission=settings.admission, headroom=setup.config.headroom)
         actuator.start(stage_configs(schedule.plans[0], settings.admission), schedule.plans[0].pods)
         record(Tick(0.0, held_decision(schedule.plans[0]), (), None))
         for e in range(1, len(schedule.plans)):
             before, plan = schedule.plans[e - 1], schedule.plans[e]
-            lead = lead_s(before, plan, profiles, settings.pod_start_s, settings.default_load_s)
-            if lead > 0:
-                scheduled.append((e * settings.interval_s - lead, plan))
+            if before is not plan:
+                scheduled.append((e * settings.interval_s - lead(before, plan), plan))
     elif setup.static_rps is not None:
         static = plan_pipeline(setup.spec, profiles, setup.static_rps)
         actuator.start(stage_configs(static, settings.admission), static.pods)
