@@ -109,6 +109,8 @@ BAD_REQUESTS = {
                   "text_search", "TEXT is 1000000 bytes; the limit is 65536"),
     "invalid utf-8": (lambda c: _typed_input(c, [1, 1], "BYTES", np.array([[b"\xff\xfe"]], object)),
                       "langid_cld2", "not valid UTF-8"),
+    "control characters only": (lambda c: _typed_input(c, [1, 1], "BYTES", np.array([[b"\x00\x01\x1b"]], object)),
+                                "text_search", "TEXT has only control characters"),
     "unknown model": (lambda c: _typed_input(c, [1, 1], "BYTES", np.array([[b"hello"]], object)),
                       "no_such_model", "(?i)unknown model|not found"),
 }
@@ -117,8 +119,10 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_request_gets_a_triton_error_and_the_server_keeps_serving(client, case):
     make_tensor, model, message = BAD_REQUESTS[case]
-    with pytest.raises(InferenceServerException, match=message):
+    with pytest.raises(InferenceServerException, match=message) as raised:
         _raw_infer(client, model, make_tensor(client))
+    if case != "unknown model":  # the client's mistake: 400 / INVALID_ARGUMENT, not a server error
+        assert raised.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), raised.value.status()
     result = client.infer("text_search", [KNOWN[2][0]], ["LANG"])
     assert decode_strings(result["LANG"]) == ["de"]
 

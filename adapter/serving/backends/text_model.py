@@ -8,6 +8,7 @@ split back per request. A bad request gets its own Triton error; the others stil
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ def decode_text(raw: object) -> str:
     text = " ".join(text.split())
     if not text:
         raise BadText("TEXT is empty")
+    if not any(unicodedata.category(c)[0] != "C" for c in text):
+        raise BadText("TEXT has only control characters")
     return text
 
 
@@ -73,7 +76,9 @@ class TextModel:
         responses = []
         for i in range(len(requests)):
             if i in errors:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[i])))
+                # INVALID_ARG: the client's mistake (HTTP 400, gRPC INVALID_ARGUMENT), not a 500.
+                error = pb_utils.TritonError(errors[i], pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             start, end = spans[i]
             tensors = [pb_utils.Tensor(name, values[start:end]) for name, values in outputs.items()]
