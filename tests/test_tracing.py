@@ -92,10 +92,10 @@ def test_stage_latencies_are_positive_and_fit_in_the_ensembles(traced):
         assert (s.queue_ms + s.compute_ms <= s.total_ms).all()
         for request, (total, response) in by_request[model].items():
             assert total < ensemble[request][0] and response < ensemble[request][1]
-    for request, (total, response) in ensemble.items():
-        # Sequential requests: stage spans barely overlap. (Under load a stage's REQUEST_END can
-        # come ms after the next stage started; response_ms is the span that never overlaps.)
-        assert sum(by_request[m][request][0] for m in MEMBERS) <= total + 0.5
+    for request, (_, response) in ensemble.items():
+        # A stage's output exists before the next stage starts, so the stages' response spans
+        # never overlap and fit in the ensemble's. (Their REQUEST_ENDs may come ms after the next
+        # stage started, more so on a busy machine: the total_ms spans can overlap.)
         assert sum(by_request[m][request][1] for m in MEMBERS) <= response
 
 
