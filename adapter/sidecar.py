@@ -164,6 +164,9 @@ class Sidecar:
                 self.metrics.actuation_failures.inc()
                 error = str(exc)
                 log.error("actuation failed: %s", exc)
+                if exc.model is not None:
+                    self.state = policy.failed_to_load(self.state, exc.model, now, inputs.config)
+                    log.warning("%s sits out of planning for %.0f s", exc.model, self.state.failed[exc.model][1])
             except ServerError as exc:
                 self.metrics.triton_unreachable.inc()
                 self._backoff_s = min(max(2 * self._backoff_s, self.settings.interval_s),

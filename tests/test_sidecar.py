@@ -109,6 +109,29 @@ def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_tr
     client.close()
 
 
+def test_a_variant_that_cannot_load_sits_out_and_is_tried_again_after_a_growing_backoff(small_triton):
+    server, models = small_triton
+    spec = _spec([("embed_l3_int8", 0.36), ("embed_broken", 0.9)])
+    profiles = Profiles(variants={**PROFILES.variants,
+                                  "embed_broken": dataclasses.replace(PROFILES["embed_l3"], model="embed_broken")},
+                        provenance=PROFILES.provenance)
+    sidecar = build_sidecar(spec, profiles, server.endpoints, interval_s=60.0, model_repository=models)
+    _warm_up(sidecar, server)
+    assert "embed_broken" in sidecar.decide_and_apply().error
+    tick = sidecar.decide_and_apply()  # within the back-off: planned without it, and applied
+    assert tick.error is None and "without embed_broken (failed to load" in tick.decision.message
+    assert sidecar.state.current.stage("embed").model == "embed_l3_int8"
+    assert _steps(sidecar)[-1] == "embed_l3_int8"
+    assert sidecar.state.failed["embed_broken"][1] == 60.0
+    clock = sidecar.clock
+    sidecar.clock = lambda: clock() + 61.0  # past the back-off: tried again, fails again
+    sidecar.config = dataclasses.replace(sidecar.config, stale_after_s=3600)  # the metrics, 61 s "old"
+    tick = sidecar.decide_and_apply()
+    assert tick.decision.plan.stage("embed").model == "embed_broken" and "embed_broken" in tick.error
+    assert sidecar.state.failed["embed_broken"][1] == 120.0  # doubled
+    assert _steps(sidecar)[-1] == "embed_l3_int8"  # rolled back to what served
+
+
 def test_a_solver_error_keeps_the_loop_running(small_triton):
     server, _ = small_triton
     missing = Profiles(variants={k: v for k, v in PROFILES.variants.items() if k != "embed_l3"},

@@ -19,6 +19,8 @@ Named steps, each testable alone, each with a reason in the decision's message:
              the pool's limit: a load the pool cannot serve is clamped to what it can serve
              within the SLA (the excess is shed at admission)
   hold       apply only when the plan's configuration differs from the current one
+  sit out    a variant that failed to load is left out of planning for a back-off that doubles
+             with each failure in a row (`failed_to_load`)
 The loop decides every interval, and at once when the arrivals outgrow the plan in force
 (`overloaded`).
 """
@@ -79,6 +81,9 @@ class PolicyConfig:
     max_latency_scale: float = 4.0
     min_rps_for_correction: float = 1.0
     tolerance: float = 0.1  # a compute time within 10 % of the profile's band is noise
+    # A variant that failed to load sits out of planning for a back-off: one interval, doubled
+    # at each failure in a row, at most this long.
+    max_failure_backoff_s: float = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +91,7 @@ class PolicyState:
     current: Plan | None = None
     recent_predictions: tuple[tuple[float, float], ...] = ()  # (time_s, rps)
     latency_scale: Mapping[str, float] = field(default_factory=dict)
+    failed: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> (retry at, back-off s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,6 +259,9 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
     peaks = np.asarray(scenarios(inputs.history_rps), dtype=float) + backlog if scenarios else np.zeros(0)
     predicted = inputs.predictor.predict(inputs.history_rps)
     spec = amortised(inputs.spec, config)
+    out = sitting_out(state, now_s)
+    if out:
+        spec = without_models(spec, out)
     profiles = scaled_profiles(inputs.profiles, scale)
 
     def plan_for(rps: float) -> Plan:
@@ -260,6 +269,7 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
                        headroom=config.headroom, clamp=config.clamp_to_pool, latency_model=config.latency_model)
 
     why = [f"forecast {predicted:.1f} rps"]
+    why += [f"without {m} (failed to load; tried again in {at - now_s:.0f} s)" for m, at in sorted(out.items())]
     try:
         if peaks.size:
             options = {round(float(np.quantile(peaks, q)), 3): q for q in SCENARIO_QUANTILES}
@@ -300,5 +310,27 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
 
 
 def applied(state: PolicyState, plan: Plan) -> PolicyState:
-    """The state after the caller applied `plan` successfully."""
-    return dataclasses.replace(state, current=plan)
+    """The state after the caller applied `plan` successfully: its variants load again."""
+    loaded = {v.model for s in plan.stages for v in s.variants}
+    return dataclasses.replace(state, current=plan,
+                               failed={m: f for m, f in state.failed.items() if m not in loaded})
+
+
+def failed_to_load(state: PolicyState, model: str, now_s: float, config: PolicyConfig) -> PolicyState:
+    """The state after `model` failed to load: it sits out of planning for a back-off that
+    doubles with each failure in a row, so a broken variant is neither retried every interval
+    nor blocks every other plan."""
+    backoff = min(max(2 * state.failed.get(model, (0.0, 0.0))[1], config.interval_s), config.max_failure_backoff_s)
+    return dataclasses.replace(state, failed={**state.failed, model: (now_s + backoff, backoff)})
+
+
+def sitting_out(state: PolicyState, now_s: float) -> dict[str, float]:
+    """The variants out of planning now, with when they are tried again."""
+    return {m: at for m, (at, _) in state.failed.items() if now_s < at}
+
+
+def without_models(spec: PipelineSpec, models: set[str] | dict) -> PipelineSpec:
+    """The spec without these variants; a stage keeps at least one."""
+    stages = tuple(dataclasses.replace(st, variants=tuple(v for v in st.variants if v.model not in models)
+                                       or st.variants) for st in spec.stages)
+    return dataclasses.replace(spec, stages=stages)

@@ -90,7 +90,12 @@ Action = LoadModel | RepointEnsemble | UnloadModel
 
 
 class ActuationError(ServerError):
-    """A change failed; the server was rolled back to the configuration it served before."""
+    """A change failed; the server was rolled back to the configuration it served before.
+    `model`: the variant whose load failed, where that was the failure."""
+
+    def __init__(self, message: str, model: str | None = None):
+        super().__init__(message)
+        self.model = model
 
 
 def desired_state(plan: Plan, ensemble: str, ensemble_max_batch: int,
@@ -280,7 +285,8 @@ class TritonActuator:
             except AdapterError as exc:  # a server refusal, or a variant's unreadable config
                 self._rollback(undo)
                 raise ActuationError(f"{exc}; rolled back {len(undo)} earlier change(s), "
-                                     f"the previous configuration is serving") from exc
+                                     f"the previous configuration is serving",
+                                     model=action.model if isinstance(action, LoadModel) else None) from exc
             done.append(f"{what} ({(time.perf_counter() - start) * 1000:.0f} ms)")
             log.info("applied: %s", done[-1])
         return done

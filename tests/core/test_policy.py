@@ -267,3 +267,26 @@ def test_a_mix_of_batch_sizes_computing_as_profiled_is_not_a_slow_model():
                        pending=0, p99_ms=None)
     obs = Observation(time_s=10, window_s=1, source="test", models={embed.model: stats})
     assert embed.model not in policy.correct(plan, obs, profiles, {}, policy.PolicyConfig())
+
+
+def test_a_variant_that_failed_to_load_sits_out_for_a_doubling_backoff():
+    config = policy.PolicyConfig(interval_s=10.0, max_failure_backoff_s=35.0)
+    state = policy.PolicyState()
+    decision, state = policy.decide(_inputs([10] * 30, _obs(100, 10)), state, now_s=100)
+    assert decision.plan.stages[0].model == "slow"
+    state = policy.failed_to_load(state, "slow", 100, config)
+    assert policy.sitting_out(state, 105) == {"slow": 110.0} and policy.sitting_out(state, 110) == {}
+    decision, state = policy.decide(_inputs([10] * 30, _obs(105, 10)), state, now_s=105)
+    assert decision.plan.stages[0].model == "fast"
+    assert "without slow (failed to load; tried again in 5 s)" in decision.message
+    retried = policy.decide(_inputs([10] * 30, _obs(110, 10)), state, now_s=110)[0].plan
+    assert retried.stages[0].model == "slow"
+    backoffs = []
+    for t in (110, 130, 170):
+        state = policy.failed_to_load(state, "slow", t, config)
+        backoffs.append(state.failed["slow"][1])
+    assert backoffs == [20.0, 35.0, 35.0]  # doubled, then capped
+    # The last variant of a stage is never left out; a successful load forgets the failures.
+    assert [v.model for v in policy.without_models(SPEC, {"slow", "fast"}).stages[0].variants] == ["fast", "slow"]
+    assert policy.applied(state, decision.plan).failed == state.failed  # "slow" not loaded
+    assert policy.applied(state, retried).failed == {}
