@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from adapter.core import policy
 from adapter.core.observation import ArrivalHistory, Observation
+from adapter.core.plan import Plan
 from adapter.core.predictor import Predictor
 from adapter.core.profile import Profiles
 from adapter.core.spec import PipelineSpec
@@ -42,14 +44,16 @@ class AdapterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.plan_instances = Gauge("tpa_plan_instances", "Planned Triton instances per stage",
+        self.plan_instances = Gauge("tpa_plan_instances", "Triton instances per stage in the plan in force",
                                     ["stage", "model"], registry=r)
-        self.plan_batch = Gauge("tpa_plan_batch_size", "Planned batch size per stage",
+        self.plan_batch = Gauge("tpa_plan_batch_size", "Batch size per stage in the plan in force",
                                 ["stage", "model"], registry=r)
         self.predicted_rps = Gauge("tpa_predicted_rps", "Load the predictor expects", registry=r)
         self.planned_rps = Gauge("tpa_planned_rps", "Load the plan is sized for", registry=r)
-        self.observed_rps = Gauge("tpa_observed_rps", "Observed pipeline arrival rate", registry=r)
-        self.predicted_p99 = Gauge("tpa_predicted_p99_ms", "Plan's predicted end-to-end p99", registry=r)
+        self.observed_rps = Gauge("tpa_observed_rps", "Observed pipeline arrival rate (NaN: no metrics)",
+                                  registry=r)
+        self.predicted_p99 = Gauge("tpa_predicted_p99_ms", "The plan in force's predicted end-to-end p99",
+                                   registry=r)
         self.observed_p99 = Gauge("tpa_observed_p99_ms", "Observed pipeline p99 (Triton summary)", registry=r)
         self.sla_miss = Gauge("tpa_sla_miss_estimate",
                               "Share of the last 30 observations whose pipeline p99 exceeded the SLA",
@@ -117,6 +121,7 @@ class Sidecar:
             obs = self.source.observe()
         except ServerError as exc:
             self.metrics.metrics_failures.inc()
+            self.metrics.observed_rps.set(math.nan)  # unknown, not the last value seen
             self._log_once(logging.WARNING, f"metrics unavailable: {exc}")
             return
         if obs is None:
@@ -177,6 +182,7 @@ class Sidecar:
                                                 f"retrying in {self._backoff_s:.0f} s: {exc}")
             if actions:
                 self.metrics.actuation_seconds.observe(time.perf_counter() - start)
+        self._export_plan(self.state.current)  # what is in force, not what failed to apply
         tick = Tick(now, decision, actions, error)
         if self.on_tick:
             self.on_tick(tick)
@@ -189,7 +195,8 @@ class Sidecar:
             self.metrics.planned_rps.set(decision.planned_rps)
         for model, scale in self.state.latency_scale.items():
             self.metrics.latency_scale.labels(model).set(scale)
-        plan = decision.plan
+
+    def _export_plan(self, plan: Plan | None) -> None:
         if plan is None:
             return
         self.metrics.predicted_p99.set(plan.predicted_p99_ms)

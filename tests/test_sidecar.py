@@ -4,6 +4,7 @@ running when Triton is stopped, restarted, or handed a variant that cannot load.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import urllib.request
 
@@ -76,6 +77,7 @@ def test_triton_stopped_holds_the_plan_and_a_restart_converges(small_triton):
     server.stop()
     sidecar.observe()  # metrics unreachable: counted, not raised
     assert sidecar.metrics.metrics_failures._value.get() == 1
+    assert math.isnan(sidecar.metrics.observed_rps._value.get())  # unknown, not the last value
     tick = sidecar.decide_and_apply()
     assert tick.error and "127.0.0.1" in tick.error
     assert sidecar.state.current is plan  # held
@@ -104,6 +106,9 @@ def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_tr
     assert sidecar.state.current is None  # nothing applied
     assert sidecar.metrics.actuation_failures._value.get() == 1
     assert _steps(sidecar) == before
+    # The plan gauges show what is in force (nothing applied yet), not the plan that failed.
+    assert not any(s.labels.get("model") == "embed_broken" for m in sidecar.metrics.registry.collect()
+                   if m.name == "tpa_plan_instances" for s in m.samples)
     client = TextClient(server.endpoints, "grpc")
     assert decode_strings(client.infer("text_search", ["Der Zug fährt ab."], ["LANG"])["LANG"]) == ["de"]
     client.close()
