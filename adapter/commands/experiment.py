@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from adapter import paths
+from adapter.commands.argtypes import positive
 
 WORKLOADS = ("bursty", "steady-low", "steady-high", "fluctuating")
 
@@ -19,9 +20,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, policies: tuple[str, ...]
                         help=f"one of {', '.join(WORKLOADS)}, or all (default: %(default)s)")
     parser.add_argument("--trace-file", type=Path, help="one rps value per line (instead of --workload)")
     parser.add_argument("--policy", default="adapter", help=f"one of {', '.join(policies)}, or all")
-    parser.add_argument("--time-scale", type=float, default=1.0,
+    parser.add_argument("--time-scale", type=positive, default=1.0,
                         help="compress the trace's time by this factor (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=10.0,
+    parser.add_argument("--interval", type=positive, default=10.0,
                         help="seconds between the policy's decisions (default: %(default)s)")
 
 

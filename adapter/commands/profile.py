@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from adapter import paths
+from adapter.commands.argtypes import positive
 from adapter.errors import ConfigError
 
 
@@ -35,16 +36,6 @@ def _config_list(text: str) -> tuple[tuple[int, int], ...]:
     return configs
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile", help="measure latency/throughput of each variant and fit its latency model")
@@ -63,10 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "its profile, then measured vs predicted max rps at --budget-ms")
     parser.add_argument("--configs", type=_config_list,
                         help="with --saturation: BATCHxINSTANCES,... (default: 1x1,4x1,4x2)")
-    parser.add_argument("--max-rps", type=_positive,
+    parser.add_argument("--max-rps", type=positive,
                         help="with --saturation: the highest rate to send (default: 300, what one Python "
                              "client sends reliably beside Triton on 2 cores)")
-    parser.add_argument("--budget-ms", type=_positive,
+    parser.add_argument("--budget-ms", type=positive,
                         help="with --saturation: the latency one stage may take (default: the spec's SLA)")
     parser.set_defaults(func=run)
 

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 from adapter import paths
+from adapter.commands.argtypes import positive
 from adapter.core.plan import Mode
+from adapter.core.planner import SOLVER_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="its metrics port (default: %(default)s)")
     parser.add_argument("--prometheus", metavar="URL",
                         help="read metrics through Prometheus instead of Triton's /metrics")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between decisions")
+    parser.add_argument("--interval", type=positive, default=10.0, help="seconds between decisions")
     parser.add_argument("--predictor", default="max-window", help="load predictor (default: %(default)s)")
     parser.add_argument("--mode", choices=[m.value for m in Mode if m is not Mode.SPLIT],
                         default="single", help="planning mode (default: %(default)s)")
-    parser.add_argument("--solver", default="exact", help="exact | cbc | highs (default: %(default)s)")
+    parser.add_argument("--solver", choices=SOLVER_NAMES, default="exact", help="(default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="serve the adapter's own /metrics on this port (0: off)")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--duration", type=positive, help="stop after this many seconds")
     parser.add_argument("--metrics-address", default=None,
                         help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 with --cluster)")
     parser.add_argument("--prometheus-selector", default="",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from adapter import paths
+from adapter.commands.argtypes import non_negative, non_negative_int, positive
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,15 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("simulate", help="simulate a workload under a policy, write results")
     add_pipeline_arguments(parser)
     add_run_arguments(parser, SIM_POLICIES)
-    parser.add_argument("--damping", type=float, default=8.0,
-                        help="divide the Twitter trace by this (IPA: 8; 1 = the undamped rate) (default: %(default)s)")
+    parser.add_argument("--damping", type=positive,
+                        help="divide the Twitter trace by this (IPA: 8; 1 = the undamped rate) (default: 8; "
+                             "not with --trace-file)")
     parser.add_argument("--max-pods", type=int, help="the pool: at most this many Triton pods (default: the spec's)")
-    parser.add_argument("--pod-start", type=float, default=d.pod_start_s,
+    parser.add_argument("--pod-start", type=non_negative, default=d.pod_start_s,
                         help="seconds until a new pod is ready (default: %(default)s)")
     parser.add_argument("--poisson", action="store_true", help="Poisson arrivals (default: trace-exact, as Locust sends)")
     parser.add_argument("--warm-start", action="store_true",
                         help="start on the policy's plan for the first second (default: Triton's repository configs)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", type=Path, default=paths.RUNS / "simulations",
                         help="results root; each run gets WORKLOAD-POLICY/ (default: %(default)s)")
     parser.set_defaults(func=run)
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_pods is not None and args.max_pods < 1:
         raise ConfigError(f"--max-pods: expected an integer >= 1, got {args.max_pods}")
+    if args.damping is not None and args.trace_file:
+        raise ConfigError("--damping: applies to the named workloads, not to --trace-file")
     spec, profiles = load_pipeline(args)
     # Thousands of simulated decisions: they go to each run's decisions.json, not the terminal.
     logging.getLogger("adapter.sidecar").setLevel(logging.WARNING)
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--policy: expected one of {', '.join(SIM_POLICIES)} or all, got {args.policy!r}")
     summaries = []
     for workload in workloads:
-        raw = load_rps_file(args.trace_file) if args.trace_file else named_workload(workload, damping=args.damping)
+        raw = load_rps_file(args.trace_file) if args.trace_file else named_workload(workload, damping=args.damping or 8.0)
         series = time_scale(raw, args.time_scale)
         for policy in policies:
             out = args.out / f"{workload}-{policy}"
