@@ -17,6 +17,9 @@ BAD_FLAGS = [
     (["run", "--interval", "-5"], "--interval: expected a positive number, got '-5'"),
     (["run", "--duration", "0"], "--duration: expected a positive number, got '0'"),
     (["run", "--solver", "bogus"], "--solver: invalid choice: 'bogus'"),
+    (["demo", "--time-scale", "0"], "--time-scale: expected a positive number, got '0'"),
+    (["plan", "--rps", "-1"], "--rps: expected a number >= 0, got '-1'"),
+    (["plan", "--rps", "10", "--headroom", "nan"], "--headroom: expected a number >= 0, got 'nan'"),
 ]
 
 

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 from adapter import paths
+from adapter.commands.argtypes import positive
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="a short bursty run of the adapter on the local stack")
-    parser.add_argument("--time-scale", type=float, default=5.0,
+    parser.add_argument("--time-scale", type=positive, default=5.0,
                         help="compress the 1,200 s bursty trace by this factor (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=5.0,
+    parser.add_argument("--interval", type=positive, default=5.0,
                         help="seconds between the adapter's decisions (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=paths.RUNS / "demo",
                         help="results folder (default: %(default)s)")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from adapter import paths
+from adapter.commands.argtypes import non_negative
 from adapter.core.plan import Mode, Plan
 from adapter.core.planner import SOLVER_NAMES, plan_pipeline
 from adapter.core.profile import load_profiles
@@ -27,13 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline", help="pipeline name: reads ensembles/NAME/pipeline.yaml and profiles.json")
     p.add_argument("--spec", type=Path, help="pipeline spec YAML (instead of --pipeline)")
     p.add_argument("--profiles", type=Path, help="profiles JSON (default: profiles.json beside the spec)")
-    p.add_argument("--rps", type=float, required=True, help="load to plan for, requests per second")
+    p.add_argument("--rps", type=non_negative, required=True, help="load to plan for, requests per second")
     p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SINGLE.value,
                    help="single: one variant per stage (IPA); split: traffic split across variants "
                         "(InfAdapter); fixed: max accuracy on the pods' fixed resources (Proteus)")
     p.add_argument("--solver", choices=SOLVER_NAMES, default="exact",
                    help="exact fast path, or the integer program with CBC or HiGHS (default: exact)")
-    p.add_argument("--headroom", type=float, default=None,
+    p.add_argument("--headroom", type=non_negative, default=None,
                    help="capacity headroom as a fraction (default: the spec's `headroom`)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)

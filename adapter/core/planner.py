@@ -109,7 +109,7 @@ def _plan(spec, profiles, rps, mode, current, solver, headroom, ilp_time_limit_s
     if not (isinstance(rps, (int, float)) and math.isfinite(rps) and rps >= 0):
         raise ConfigError(f"rps: expected a finite number >= 0, got {rps!r}")
     headroom = spec.headroom if headroom is None else headroom
-    if headroom < 0:
+    if not (math.isfinite(headroom) and headroom >= 0):
         raise ConfigError(f"headroom: expected a number >= 0, got {headroom!r}")
     check_profiles(spec, profiles)
     pods_list = P.pod_counts(spec, mode)
