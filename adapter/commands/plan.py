@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline", help="pipeline name: reads ensembles/NAME/pipeline.yaml and profiles.json")
     p.add_argument("--spec", type=Path, help="pipeline spec YAML (instead of --pipeline)")
     p.add_argument("--profiles", type=Path, help="profiles JSON (default: profiles.json beside the spec)")
-    p.add_argument("--rps", type=non_negative, required=True, help="load to plan for, requests per second")
+    p.add_argument("--rps", type=float, required=True, help="load to plan for, requests per second")
     p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SINGLE.value,
                    help="single: one variant per stage (IPA); split: traffic split across variants "
                         "(InfAdapter); fixed: max accuracy on the pods' fixed resources (Proteus)")
