@@ -90,14 +90,19 @@ def test_triton_stopped_holds_the_plan_and_a_restart_converges(small_triton):
     assert _steps(sidecar) == tuple(s.model for s in plan.stages)
 
 
-def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_triton):
-    server, _ = small_triton
-    # embed_broken claims to be the most accurate, so the planner picks it; its load fails.
+def _with_a_broken_variant():
+    """A spec and profiles where embed_broken claims to be the most accurate, so the planner
+    picks it; its load fails (its initialize raises: conftest.BROKEN_MODEL)."""
     spec = _spec([("embed_l3_int8", 0.36), ("embed_broken", 0.9)])
     profiles = Profiles(variants={**PROFILES.variants,
                                   "embed_broken": dataclasses.replace(PROFILES["embed_l3"], model="embed_broken")},
                         provenance=PROFILES.provenance)
-    sidecar = _sidecar(small_triton, spec, profiles)
+    return spec, profiles
+
+
+def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_triton):
+    server, _ = small_triton
+    sidecar = _sidecar(small_triton, *_with_a_broken_variant())
     _warm_up(sidecar, server)
     before = _steps(sidecar)
     tick = sidecar.decide_and_apply()
@@ -116,11 +121,7 @@ def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_tr
 
 def test_a_variant_that_cannot_load_sits_out_and_is_tried_again_after_a_growing_backoff(small_triton):
     server, models = small_triton
-    spec = _spec([("embed_l3_int8", 0.36), ("embed_broken", 0.9)])
-    profiles = Profiles(variants={**PROFILES.variants,
-                                  "embed_broken": dataclasses.replace(PROFILES["embed_l3"], model="embed_broken")},
-                        provenance=PROFILES.provenance)
-    sidecar = build_sidecar(spec, profiles, server.endpoints, interval_s=60.0, model_repository=models)
+    sidecar = build_sidecar(*_with_a_broken_variant(), server.endpoints, interval_s=60.0, model_repository=models)
     _warm_up(sidecar, server)
     assert "embed_broken" in sidecar.decide_and_apply().error
     tick = sidecar.decide_and_apply()  # within the back-off: planned without it, and applied

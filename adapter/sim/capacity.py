@@ -3,9 +3,9 @@
     plan -> its pods on the engine -> Poisson arrivals at rates 1, 1.1, 1.21, ... req/s
          -> per rate: the share of requests answered within the SLA (neither late nor shed)
 
-This is the oracle's ground truth (oracle.py): the planner's model of a stage is deliberately
-cautious and differs from the simulated Triton batcher, so an oracle that trusted it could be
-beaten by an online policy. Measured once per plan and remembered for the process; the scan
+This is the oracle's ground truth (oracle.py): the planner's model of a stage differs from the
+simulated Triton batcher (cautious on some plans, optimistic on others), so an oracle that
+trusted it could be beaten by an online policy. Measured once per plan and remembered for the process; the scan
 stops where the plan serves under a quarter of the load (beyond it the plan's throughput is
 flat, and `ServedCurve.share` extrapolates so).
 """
