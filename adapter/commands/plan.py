@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--headroom", type=non_negative, default=None,
                    help="capacity headroom as a fraction (default: the spec's `headroom`)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--allow-infeasible", action="store_true",
+                   help="exit 0 when the load cannot be served within the SLA (default: exit 1; the "
+                        "best-effort plan and why it falls short are printed either way)")
     p.set_defaults(func=run)
 
 
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
         print(render(plan))
-    return 0  # an infeasible load still gets an answer: see `feasible` / `reason`
+    # An infeasible load still gets an answer (`feasible` / `reason`), and a failing status.
+    return 0 if plan.feasible or args.allow_infeasible else 1
 
 
 def _ms(value: float) -> str:

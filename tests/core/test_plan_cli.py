@@ -81,9 +81,12 @@ def test_plan_any_spec_and_profiles(tmp_path, capsys):
     assert main(["plan", "--spec", str(spec), "--profiles", str(prof), "--rps", "400", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["feasible"] is True and plan["stages"][0]["variants"][0]["model"] == "cheap"
-    assert main(["plan", "--spec", str(spec), "--profiles", str(prof), "--rps", "100000"]) == 0
+    assert main(["plan", "--spec", str(spec), "--profiles", str(prof), "--rps", "100000"]) == 1
     out = capsys.readouterr().out
     assert "INFEASIBLE (Capacity)" in out and "why: stage `only` cannot serve 100000 rps" in out
+    assert main(["plan", "--spec", str(spec), "--profiles", str(prof), "--rps", "100000",
+                 "--allow-infeasible"]) == 0
+    assert "INFEASIBLE (Capacity)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -114,7 +117,7 @@ def test_text_search_fixed_mode_uses_the_most_accurate_variants(capsys):
 def test_an_overload_best_effort_plan_still_fits_the_pod(capsys):
     """Past what 2 cores can serve, the best effort is the most capacity the pod can run,
     not each stage's best on a pod of its own."""
-    assert main(["plan", "--pipeline", "text_search", "--rps", "1000", "--json"]) == 0
+    assert main(["plan", "--pipeline", "text_search", "--rps", "1000", "--json"]) == 1  # infeasible
     plan = json.loads(capsys.readouterr().out)
     assert plan["feasible"] is False and plan["reason"] in ("Resources", "Capacity")
     assert plan["cost"] <= 2
