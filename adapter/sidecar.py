@@ -70,6 +70,11 @@ class AdapterMetrics:
         self.metrics_failures = Counter("tpa_metrics_failures", "Failed metric reads", registry=r)
         self.triton_unreachable = Counter("tpa_triton_unreachable", "Failed Triton control calls",
                                           registry=r)
+        self.plan_applied = Gauge("tpa_plan_applied",
+                                  "1 when the plan in force is the one the last decision wanted, else 0",
+                                  registry=r)
+        self.observation_age = Gauge("tpa_observation_age_seconds",
+                                     "Age of the metrics the last decision read (NaN: none yet)", registry=r)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
@@ -183,6 +188,8 @@ class Sidecar:
             if actions:
                 self.metrics.actuation_seconds.observe(time.perf_counter() - start)
         self._export_plan(self.state.current)  # what is in force, not what failed to apply
+        self.metrics.plan_applied.set(float(policy.same_configuration(target, self.state.current)))
+        self.metrics.observation_age.set(now - self.latest.time_s if self.latest is not None else math.nan)
         tick = Tick(now, decision, actions, error)
         if self.on_tick:
             self.on_tick(tick)

@@ -64,6 +64,9 @@ def test_the_loop_converges_and_exports_its_metrics(small_triton):
     embed = plan.stage("embed")
     assert f'tpa_plan_instances{{model="{embed.model}",stage="embed"}} {embed.instances}.0' in text
     assert 'tpa_decisions_total{reason="Apply"} 1.0' in text
+    assert "tpa_plan_applied 1.0" in text
+    age = float(next(line.split()[1] for line in text.splitlines() if line.startswith("tpa_observation_age_seconds ")))
+    assert 0 <= age < 60  # the metrics the last decision read were observed just before it
     assert "tpa_observed_rps" in text and "tpa_solve_seconds_count" in text
 
 
@@ -110,6 +113,7 @@ def test_a_variant_that_cannot_load_is_rolled_back_and_the_loop_goes_on(small_tr
     assert "embed_broken" in tick.error and "rolled back" in tick.error
     assert sidecar.state.current is None  # nothing applied
     assert sidecar.metrics.actuation_failures._value.get() == 1
+    assert sidecar.metrics.plan_applied._value.get() == 0  # the plan wanted is not in force
     assert _steps(sidecar) == before
     # The plan gauges show what is in force (nothing applied yet), not the plan that failed.
     assert not any(s.labels.get("model") == "embed_broken" for m in sidecar.metrics.registry.collect()
