@@ -31,7 +31,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Container, Mapping, Sequence
 
 import numpy as np
 
@@ -329,7 +329,7 @@ def sitting_out(state: PolicyState, now_s: float) -> dict[str, float]:
     return {m: at for m, (at, _) in state.failed.items() if now_s < at}
 
 
-def without_models(spec: PipelineSpec, models: set[str] | dict) -> PipelineSpec:
+def without_models(spec: PipelineSpec, models: Container[str]) -> PipelineSpec:
     """The spec without these variants; a stage keeps at least one."""
     stages = tuple(dataclasses.replace(st, variants=tuple(v for v in st.variants if v.model not in models)
                                        or st.variants) for st in spec.stages)

@@ -74,7 +74,6 @@ def stage_configs(plan: Plan, admission: Admission | str = DEFAULT) -> list[Stag
     return configs
 
 
-
 class ModelServer:
     """One model (one configuration) in one pod: its queue, its instances, its counters."""
 

@@ -4,7 +4,7 @@
                      5 % steps (and the most it can serve, where the pool is short): every plan
                      an online policy using this planner could reach
     ground truth:    what each candidate serves within the SLA at each rate, measured on the
-                     simulated pods (capacity.py), not the planner's cautious model of it
+                     simulated pods (capacity.py), not the planner's model of it
     dynamic program: value(e, q) = reward(q, e) + max_p value(e - 1, p) - switch(p, q)
 
 Reward of plan q in epoch e, in the benchmark's own objective (bench/policies.py): alpha x
@@ -70,23 +70,25 @@ def optimal_schedule(spec: PipelineSpec, profiles: Profiles, series: np.ndarray,
                      admission: Admission | str = DEFAULT, **plan_options) -> Schedule:
     """`lead_s(p, q)`: how long before its epoch the change p -> q is issued to be ready then."""
     rates = np.asarray(series, dtype=float)
-    seconds = len(rates)
-    plans = candidates(spec, profiles, float(rates.max(initial=1.0)), **plan_options)
+    if rates.size == 0:
+        raise ValueError("the oracle needs a trace of at least one second")
+    seconds, peak = len(rates), float(rates.max(initial=1.0))
+    plans = candidates(spec, profiles, peak, **plan_options)
     obj = spec.objective
     acc = np.array([p.accuracy for p in plans])
     cores = np.array([p.cost for p in plans])
-    served = np.stack([rates * served_curve(spec, profiles, p, float(rates.max(initial=1.0)), admission).share(rates)
+    served = np.stack([rates * served_curve(spec, profiles, p, peak, admission).share(rates)
                        for p in plans], axis=1)  # (seconds, K): requests served within the SLA
     step = int(round(interval_s))
     starts = np.arange(0, seconds, step)
-    served_epoch = np.add.reduceat(served, starts, axis=0) if seconds else np.zeros((0, len(plans)))
+    served_epoch = np.add.reduceat(served, starts, axis=0)
+    sent_epoch = np.add.reduceat(rates, starts)[:, None]
     length = np.minimum(step, seconds - starts)  # the last epoch may be short
     requests = max(float(rates.sum()), 1e-9)
     # In objective-seconds, so that value / seconds is the benchmark's objective.
     reward = obj.alpha * acc[None, :] * served_epoch * seconds / requests - obj.beta * cores[None, :] * length[:, None]
     # The SLA is a constraint, not a price: a plan may only shed load no plan can serve.
-    share = served_epoch / np.maximum(np.add.reduceat(rates, starts)[:, None], 1e-9) if seconds else served_epoch
-    share = np.where(np.add.reduceat(rates, starts)[:, None] > 0, share, 1.0) if seconds else share
+    share = np.where(sent_epoch > 0, served_epoch / np.maximum(sent_epoch, 1e-9), 1.0)
     keeps_sla = (share >= SLA_SHARE) | (share >= share.max(axis=1, keepdims=True) - MOST_SLACK)
     reward = np.where(keeps_sla, reward, -np.inf)
 
