@@ -279,14 +279,14 @@ def traced_stage_p99(trace: Path, spec: PipelineSpec) -> dict[str, float | None]
 
 def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy: str, out: Path,
                    time_scale: float = 1.0, interval_s: float = 10.0, trace_file: Path | None = None,
-                   protocol: str = "http", on_tick=None) -> dict:
+                   protocol: str = "http", on_tick=None, damping: float | None = None) -> dict:
     from adapter.commands.run import build_sidecar
     from adapter.core.planner import plan_pipeline
     from adapter.serving.launcher import LocalTriton
     from adapter.serving.tracing import trace_args
-    from adapter.workloads import load_rps_file, named_workload, time_scale as scale
+    from adapter.workloads import IPA_DAMPING, load_rps_file, named_workload, time_scale as scale
 
-    series = load_rps_file(trace_file) if trace_file else named_workload(workload)
+    series = load_rps_file(trace_file) if trace_file else named_workload(workload, damping or IPA_DAMPING)
     target = [float(v) for v in scale(series, time_scale)]
     setup = policy_setup(policy, spec, profiles, peak_rps=max(target))
     out.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,13 @@ latency model is fitted by `adapter.core.profile.fit`.
 Saturation sweep (`sweep_variant`, `tpa profile --saturation`): per (batch size B, instances n)
 the model is reloaded with max batch size B and no delay, then sent open-loop
 Poisson arrivals of one text each (a child process, latency from the scheduled send time) at a
-ladder of rates, shares of the stage model's capacity at (B, n) up to what the load generator
-sends reliably (`SweepSettings.max_rps`), a few seconds each; Triton's
-statistics give each rate's mean batch and compute time. The ladder stops at the first rate
-that fails requests or falls behind its arrivals (past saturation nothing more is learnt).
+geometric ladder of rates: from a tenth of the stage model's capacity at (B, n) (the model may be
+optimistic several times over, so the ladder starts well below it) upwards by 30 % a step, up to
+what the load generator sends reliably (`SweepSettings.max_rps`). Each rate runs long enough for
+a p99 from `min_requests` requests (5-20 s); Triton's statistics give its mean batch and compute
+time. The ladder stops at a rate that fails requests or falls behind its arrivals, or at the
+second rate in a row over the latency budget (past saturation nothing more is learnt; one rate
+over and the next within is noise, see `core.saturation.measured_max_rps`).
 """
 
 from __future__ import annotations
@@ -55,9 +58,14 @@ class ProfileSettings:
 
 @dataclass(frozen=True)
 class SweepSettings:
-    configs: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (4, 2))  # (batch size, instances)
-    loads: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 1.0, 1.2)  # shares of the model's capacity
-    seconds: int = 5  # per rate; the first is left out of the figures
+    configs: tuple[tuple[int, int], ...] = ((1, 1), (4, 2))  # (batch size, instances)
+    start_share: float = 0.1  # the ladder's first rate, a share of the model's predicted capacity
+    step: float = 1.3  # each rate is this times the one before
+    max_share: float = 1.5  # the ladder's last rate at most, a share of the predicted capacity
+    budget_ms: float = 150.0  # the latency one stage may take: two rates in a row over it end the ladder
+    min_requests: int = 200  # per rate, for its p99 ...
+    seconds: int = 5  # ... in at least this many seconds per rate (the first is left out) ...
+    max_seconds: int = 20  # ... and at most this many
     seed: int = 0  # of the Poisson arrivals
     # What one Python load generator sends reliably beside Triton on a small machine: a faster
     # variant is swept up to this rate only (its curve then bounds its max rps from below).
@@ -221,21 +229,36 @@ def with_server_latency(profiles: Profiles, trace: Path, windows: dict, warmup: 
     return dataclasses.replace(profiles, variants=variants)
 
 
+def rate_seconds(rate: float, settings: SweepSettings) -> int:
+    """How long one rate of the ladder runs: enough for `min_requests` after the first second."""
+    return int(min(max(settings.seconds, 1 + math.ceil(settings.min_requests / rate)), settings.max_seconds))
+
+
+def ladder(capacity: float, settings: SweepSettings) -> list[float]:
+    """The sweep's rates for a stage the model gives `capacity` requests/s (see the module docstring)."""
+    top = min(settings.max_share * capacity, settings.max_rps)
+    rates = [min(settings.start_share * capacity, top / settings.step ** 4)]  # at least five rates
+    while rates[-1] * settings.step <= top * (1 + 1e-9):
+        rates.append(rates[-1] * settings.step)
+    return rates
+
+
 def _open_loop_point(endpoints: Endpoints, repository: ModelRepository, model: str, batch: int,
                      instances: int, rate: float, texts: list[str], settings: SweepSettings,
                      records_path: Path) -> SaturationPoint:
     from adapter.loadgen import load_records, start_schedule
 
+    seconds = rate_seconds(rate, settings)
     before = repository.counters(model)
-    process = start_schedule(endpoints.http, model, [rate] * settings.seconds, str(records_path),
+    process = start_schedule(endpoints.http, model, [rate] * seconds, str(records_path),
                              texts=texts, max_workers=64, poisson_seed=settings.seed)
     process.join()
     after = repository.counters(model)
     records = [r for r in load_records(str(records_path)) if r.scheduled_s >= 1.0]  # first second: warm-up
-    window = settings.seconds - 1.0
+    window = seconds - 1.0
     served = any(not r.error for r in records)
     # Answered within the window (sent in it and done by its end): below sent once the queue grows.
-    answered = sum(1 for r in records if not r.error and r.scheduled_s + r.latency_ms / 1000 <= settings.seconds)
+    answered = sum(1 for r in records if not r.error and r.scheduled_s + r.latency_ms / 1000 <= seconds)
     latencies = np.array([r.latency_ms if not r.error else np.inf for r in records])
     inferences, executions, compute_ns = (a - b for a, b in zip(after, before))
     return SaturationPoint(
@@ -253,7 +276,7 @@ def sweep_variant(endpoints: Endpoints, model: str, profile: VariantProfile, tex
                   settings: SweepSettings, progress: Callable[[str], None] = lambda _: None,
                   workdir: Path = Path("/tmp")) -> list[SaturationPoint]:
     """The model's saturation curves (see the module docstring), the model left as found."""
-    from adapter.core.saturation import predicted, within
+    from adapter.core.saturation import keeps_up, predicted, within
 
     repository = ModelRepository(endpoints)
     base = repository.config(model)
@@ -263,14 +286,14 @@ def sweep_variant(endpoints: Endpoints, model: str, profile: VariantProfile, tex
             repository.load(model, configured(base, instances=instances, max_batch_size=batch,
                                               max_queue_delay_us=0))
             _, capacity = predicted(profile, batch, instances, 1.0)
-            reach = min(capacity, settings.max_rps / max(settings.loads))  # the ladder's 100 %
-            rates = [share * reach for share in sorted(settings.loads)]
-            for rate in rates:
+            over = 0
+            for rate in ladder(capacity, settings):
                 progress(f"{model} b={batch} n={instances} {rate:.0f} req/s")
                 point = _open_loop_point(endpoints, repository, model, batch, instances, rate,
                                          texts, settings, workdir / f"sweep-{model}.json")
                 points.append(point)
-                if not within(point, math.inf):  # failed requests or fell behind: saturated
+                over = 0 if within(point, settings.budget_ms, side="client") else over + 1
+                if not keeps_up(point) or over == 2:  # saturated: nothing more to learn
                     break
     finally:
         repository.load(model, base)

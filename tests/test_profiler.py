@@ -3,6 +3,8 @@ ensemble keeps serving while the variant is reloaded with other batch sizes)."""
 
 from __future__ import annotations
 
+import pytest
+
 from adapter.core.profile import fit
 from adapter.models.scoring import load_langid_eval
 from adapter.profiler import ProfileSettings, measure_variant
@@ -62,15 +64,17 @@ def test_the_saturation_sweep_climbs_its_ladder_open_loop_and_restores_the_model
     profile = load_profiles(paths.ENSEMBLES / "text_search" / "profiles.json")["langid_cld2"]
     repository = ModelRepository(triton.endpoints)
     before = repository.config("langid_cld2")
-    settings = SweepSettings(configs=((1, 1), (4, 1)), loads=(0.5, 1.0), seconds=3, max_rps=40.0)
+    settings = SweepSettings(configs=((1, 1), (4, 1)), start_share=0.5, step=2.0, seconds=3, max_seconds=3,
+                             min_requests=10, max_rps=40.0)
     texts = [item["text"] for item in load_langid_eval()[:200]]
     seen = []
     points = sweep_variant(triton.endpoints, "langid_cld2", profile, texts, settings, seen.append, tmp_path)
-    # CLD2 serves thousands of texts per second: the ladder is capped at the load generator's reach.
-    assert seen == ["langid_cld2 b=1 n=1 20 req/s", "langid_cld2 b=1 n=1 40 req/s",
-                    "langid_cld2 b=4 n=1 20 req/s", "langid_cld2 b=4 n=1 40 req/s"]
+    # CLD2 serves thousands of texts per second: the ladder is capped at the load generator's
+    # reach, and still climbs five rates to it.
+    rates = [2.5, 5.0, 10.0, 20.0, 40.0]
+    assert seen == [f"langid_cld2 b={b} n=1 {r:.0f} req/s" for b in (1, 4) for r in rates]
     assert [(p.batch_size, p.instances, p.offered_rps) for p in points] == [
-        (1, 1, 20.0), (1, 1, 40.0), (4, 1, 20.0), (4, 1, 40.0)]
+        (b, 1, r) for b in (1, 4) for r in rates]
     for p in points:
         # Poisson arrivals over the 2 s measured: the count is a draw, within 5 sigma of the rate.
         assert abs(p.sent_rps - p.offered_rps) <= 5 * (2 * p.offered_rps) ** 0.5 / 2
@@ -104,3 +108,32 @@ def test_tpa_profile_saturation_names_bad_configs_and_unprofiled_variants(tmp_pa
         k: v for k, v in profiles.variants.items() if k != "embed_l3"}), partial)
     assert main(["profile", "--saturation", "--model", "embed_l3", "--out", str(partial)]) != 0
     assert "--saturation: embed_l3 not in" in capsys.readouterr().err
+
+
+def test_tpa_profile_calibrate_refits_from_the_stored_curves_without_measuring(tmp_path, capsys):
+    import json
+    import shutil
+
+    from adapter import paths
+    from adapter.cli import main
+    from adapter.core.profile import as_measured, load_profiles
+    from adapter.core.saturation import calibrate
+
+    out = tmp_path / "profiles.json"
+    shutil.copy(paths.ENSEMBLES / "text_search" / "profiles.json", out)
+    doc = json.loads(out.read_text())
+    for entry in doc["models"].values():
+        entry.pop("calibration", None)
+    out.write_text(json.dumps(doc))
+    assert main(["profile", "--calibrate", "--model", "embed_l6_int8", "--budget-ms", "150", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| embed_l6_int8 | 1 | 1 |" in printed and "wrote each model's calibration" in printed
+    profiles = load_profiles(out)
+    expected = calibrate(profiles["embed_l6_int8"], 150.0, side="client")
+    assert profiles["embed_l6_int8"].service_scale == pytest.approx(expected.service_scale)
+    assert profiles["embed_l6_int8"].service_scale != 1.0  # the sweep says it is slower than profiled
+    other = profiles["embed_l3"]  # not chosen: as measured
+    assert (other.service_scale, other.instance_efficiency) == (1.0, as_measured(other).instance_efficiency)
+    assert load_profiles(out).provenance["saturation"]["calibration"]["budget_ms"] == 150.0
+    assert main(["profile", "--calibrate", "--saturation", "--out", str(out)]) != 0
+    assert "choose one" in capsys.readouterr().err

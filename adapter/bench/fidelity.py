@@ -3,6 +3,7 @@
     python -m adapter.bench.fidelity                       # live runs + simulations, then compare
     python -m adapter.bench.fidelity --reuse               # compare again using the live runs on disk
     python -m adapter.bench.fidelity --case bursty:adapter --case steady-high:ipa --time-scale 20
+    python -m adapter.bench.fidelity --case steady-high:static-cheapest:x3   # 3x IPA's rates
     python -m adapter.bench.fidelity --saturation          # the stage model at saturation (no runs)
 
 For each case (workload:policy) the live experiment (`tpa experiment`: local Triton, Locust
@@ -12,11 +13,16 @@ repository's configs) are compared on:
   stage p99     each stage's server-side p99 (live: Triton's request trace) - within 15 %
   SLA miss      end-to-end share of requests over the SLA or failed        - within 1 pp
   same variants share of seconds in which every stage runs the same variant in both
+  utilisation   the bottleneck stage's busiest 10 s: arrivals over the capacity of the plan in
+                force (the planner's stage model), so a reader sees which cases pushed a stage
+                near saturation, where the two are hardest to keep together
 Prints a table; writes runs/fidelity/fidelity.json and fidelity.md.
 
 `--saturation` checks the planner's stage model on its own instead, against the open-loop
 sweeps stored in the profiles (`tpa profile --saturation`): per variant and (batch, instances),
-the measured and predicted max rps at which one stage keeps its p99 within the SLA, within 15 %.
+the measured and predicted max rps at which one stage keeps its p99 within the SLA, within 15 %:
+on the profile as measured, calibrated (the profiles' `service_scale`, fitted on all the
+variant's curves) and held out (the scale fitted on the variant's other curves).
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ import numpy as np
 
 from adapter import paths
 
+# WORKLOAD:POLICY[:xK]: xK replays the workload at K times IPA's rates (damping 8/K). The last
+# two push a stage to 80 % of its capacity or more, where simulator and live are hardest to keep
+# together (the table's utilisation column says how far each case went).
 DEFAULT_CASES = ("bursty:adapter", "fluctuating:ipa", "steady-high:switch-only", "steady-low:scale-only",
-                 "bursty:static-cheapest")
+                 "bursty:static-cheapest", "fluctuating:adapter:x3", "bursty:adapter:x3")
 STAGE_P99_TOLERANCE = 0.15
 SLA_MISS_TOLERANCE_PP = 1.0
 
@@ -42,6 +51,17 @@ def same_variants(live_rows: list[dict], sim_rows: list[dict], stages: list[str]
     if not both:
         return None
     return sum(all(a[f"{s}_variant"] == b[f"{s}_variant"] for s in stages) for a, b in both) / len(both)
+
+
+def peak_utilisation(rows: list[dict], window_s: int = 10) -> float | None:
+    """The largest mean over `window_s` consecutive seconds of arrivals / plan capacity (None
+    without a plan in force)."""
+    ratios = [float(r["achieved_rps"]) / float(r["capacity_rps"]) if r.get("capacity_rps") not in (None, "") and
+              float(r["capacity_rps"]) > 0 else np.nan for r in rows]
+    if len(ratios) < window_s or all(np.isnan(ratios)):
+        return None
+    means = np.convolve(np.asarray(ratios), np.ones(window_s) / window_s, mode="valid")
+    return None if np.all(np.isnan(means)) else round(float(np.nanmax(means)), 3)
 
 
 def compare(live: dict, sim: dict, live_rows: list[dict], sim_rows: list[dict], stages: list[str]) -> dict:
@@ -56,6 +76,7 @@ def compare(live: dict, sim: dict, live_rows: list[dict], sim_rows: list[dict], 
     out["sla_miss"] = {"live_pct": live["sla_miss_pct"], "sim_pct": sim["sla_miss_pct"],
                        "diff_pp": round(diff, 3), "ok": abs(diff) <= SLA_MISS_TOLERANCE_PP}
     out["same_variants"] = same_variants(live_rows, sim_rows, stages)
+    out["utilisation"] = {"live": peak_utilisation(live_rows), "sim": peak_utilisation(sim_rows)}
     out["p99_ms"] = {"live": live["p99_ms"], "sim": sim["p99_ms"]}
     out["requests"] = {"live": live["requests"], "sim": sim["requests"]}
     out["decisions"] = {"live": live["decisions"], "sim": sim["decisions"]}
@@ -64,10 +85,11 @@ def compare(live: dict, sim: dict, live_rows: list[dict], sim_rows: list[dict], 
 
 def table(results: list[dict], stages: list[str]) -> str:
     head = ["case"] + [f"{s} p99 live / sim ms (error)" for s in stages] + [
-        "SLA miss live / sim % (diff pp)", "same variants", "p99 live / sim ms", "plan changes live / sim"]
+        "SLA miss live / sim % (diff pp)", "same variants", "peak utilisation live / sim", "p99 live / sim ms",
+        "plan changes live / sim"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [f"{r['workload']}:{r['policy']}"]
+        cells = [r.get("case", f"{r['workload']}:{r['policy']}")]
         for s in stages:
             st = r["stages"][s]
             err = "n/a" if st["error"] is None else f"{st['error']:.1%}"
@@ -75,6 +97,8 @@ def table(results: list[dict], stages: list[str]) -> str:
         m = r["sla_miss"]
         cells.append(f"{m['live_pct']} / {m['sim_pct']} ({m['diff_pp']:+.2f}{'' if m['ok'] else ' ✗'})")
         cells.append("n/a" if r["same_variants"] is None else f"{r['same_variants']:.0%}")
+        u = r.get("utilisation", {})
+        cells.append(" / ".join("n/a" if u.get(k) is None else f"{u[k]:.0%}" for k in ("live", "sim")))
         cells.append(f"{r['p99_ms']['live']} / {r['p99_ms']['sim']}")
         cells.append(f"{r['decisions']['live']} / {r['decisions']['sim']}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -110,22 +134,44 @@ def saturation(profiles, sla_ms: float) -> int:
         print("no saturation curves in the profiles: run `tpa profile --saturation` first")
         return 1
     print(format_checks(checks))
-    print(f"{sum(c.ok for c in checks)} of {len(checks)} curves within 15 % (or consistent with their bound)")
+    for label, rps in (("as measured", "raw_rps"), ("calibrated", "predicted_rps"), ("held out", "held_out_rps")):
+        judged = [c.ok(getattr(c, rps)) for c in checks if getattr(c, rps) is not None]
+        print(f"{label}: {sum(judged)} of {len(judged)} curves within 15 % (or consistent with their bound)")
     return 0
+
+
+def parse_case(parser: argparse.ArgumentParser, case: str) -> tuple[str, str, float]:
+    """WORKLOAD:POLICY[:xK] -> (workload, policy, K); a malformed case is a usage error."""
+    from adapter.experiment import POLICIES
+    from adapter.workloads import NAMED_WORKLOADS
+
+    parts = case.split(":")
+    load = parts[2][1:] if len(parts) == 3 and parts[2].startswith("x") else None
+    try:
+        factor = float(load) if load is not None else (1.0 if len(parts) == 2 else None)
+    except ValueError:
+        factor = None
+    if factor is None or not (0 < factor < float("inf")):
+        parser.error(f"--case {case}: expected WORKLOAD:POLICY or WORKLOAD:POLICY:xK (K > 0, the load factor)")
+    if parts[0] not in NAMED_WORKLOADS:
+        parser.error(f"--case {case}: workload must be one of {', '.join(NAMED_WORKLOADS)}")
+    if parts[1] not in POLICIES:
+        parser.error(f"--case {case}: policy must be one of {', '.join(POLICIES)}")
+    return parts[0], parts[1], factor
 
 
 def main(argv: list[str] | None = None) -> int:
     from adapter.commands.run import load_pipeline
-    from adapter.experiment import POLICIES, run_experiment
+    from adapter.experiment import run_experiment
     from adapter.sim.run import SimSettings, simulate, write_sim_results
-    from adapter.workloads import named_workload, time_scale
+    from adapter.workloads import IPA_DAMPING, named_workload, time_scale
 
     parser = argparse.ArgumentParser(prog="python -m adapter.bench.fidelity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default="text_search")
     parser.add_argument("--spec", type=Path)
     parser.add_argument("--profiles", type=Path)
-    parser.add_argument("--case", action="append", dest="cases", metavar="WORKLOAD:POLICY",
+    parser.add_argument("--case", action="append", dest="cases", metavar="WORKLOAD:POLICY[:xK]",
                         help=f"repeatable (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument("--time-scale", type=float, default=10.0, help="(default: %(default)s)")
     parser.add_argument("--interval", type=float, default=5.0, help="(default: %(default)s)")
@@ -142,16 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s.name for s in spec.stages]
     results = []
     for case in args.cases or DEFAULT_CASES:
-        workload, _, policy = case.partition(":")
-        if policy not in POLICIES:
-            parser.error(f"--case {case}: policy must be one of {', '.join(POLICIES)}")
-        live_dir = args.out / "live" / f"{workload}-{policy}"
+        workload, policy, load = parse_case(parser, case)
+        live_dir = args.out / "live" / case.replace(":", "-")
         if not (args.reuse and (live_dir / "summary.json").exists()):
             print(f"== live {workload} / {policy} ({args.time_scale:g}x)", flush=True)
             run_experiment(spec, profiles, workload, policy, live_dir, time_scale=args.time_scale,
-                           interval_s=args.interval)
+                           interval_s=args.interval, damping=IPA_DAMPING / load)
         live = json.loads((live_dir / "summary.json").read_text())
-        series = time_scale(named_workload(workload), args.time_scale)
+        series = time_scale(named_workload(workload, IPA_DAMPING / load), args.time_scale)
         lead = live.get("adapter_lead_s")
         if lead is None:  # a live run from before the summary recorded it
             lead = adapter_lead_s(live_dir, args.interval)
@@ -163,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         sim = sorted(sims, key=lambda r: r.summary["sla_miss_pct"])[len(sims) // 2]
         sim.summary["stage_p99_ms"] = {s: float(np.median([r.summary["stage_p99_ms"][s] or np.nan for r in sims]))
                                        for s in stages}
-        write_sim_results(args.out / "sim" / f"{workload}-{policy}", sim, spec)
-        results.append(compare(live, sim.summary, read_rows(live_dir / "per_second.csv"), sim.rows, stages))
+        write_sim_results(args.out / "sim" / case.replace(":", "-"), sim, spec)
+        results.append({"case": case, **compare(live, sim.summary, read_rows(live_dir / "per_second.csv"),
+                                                sim.rows, stages)})
         print(table(results[-1:], stages).splitlines()[-1], flush=True)
     text = table(results, stages)
     (args.out / "fidelity.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -52,8 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--saturation", action="store_true",
                         help="instead: open-loop sweeps up to past each variant's capacity, stored with "
                              "its profile, then measured vs predicted max rps at --budget-ms")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="instead: fit each model's calibration (service scale, instance efficiency) "
+                             "again from the saturation curves already stored, at --budget-ms; no measuring")
     parser.add_argument("--configs", type=_config_list,
-                        help="with --saturation: BATCHxINSTANCES,... (default: 1x1,4x1,4x2)")
+                        help="with --saturation: BATCHxINSTANCES,... (default: 1x1,4x2)")
     parser.add_argument("--max-rps", type=positive,
                         help="with --saturation: the highest rate to send (default: 300, what one Python "
                              "client sends reliably beside Triton on 2 cores)")
@@ -78,8 +81,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {', '.join(unknown)}: not a variant of {spec.name} "
                           f"(variants: {', '.join(stage_of)})")
     previous = load_profiles(out) if out.exists() else None
+    chosen = [m for m in stage_of if m in (args.models or stage_of)]
+    if args.saturation and args.calibrate:
+        raise ConfigError("--calibrate and --saturation: choose one (--saturation calibrates after its sweep)")
     if args.saturation:
-        return sweep(args, spec, out, previous, [m for m in stage_of if m in (args.models or stage_of)])
+        return sweep(args, spec, out, previous, chosen)
+    if args.calibrate:
+        if previous is None:
+            raise ConfigError(f"--calibrate: {out} does not exist: run `tpa profile` and `tpa profile --saturation` first")
+        return calibrate_and_save(previous, chosen, args.budget_ms or spec.sla_ms, out)
     if previous is not None and previous.provenance.get("command") != "tpa profile":
         previous = None  # placeholder profiles are never reused as measurements
     variants = {m: stage_of[m] for m in (args.models or stage_of)
@@ -118,41 +128,70 @@ def run(args: argparse.Namespace) -> int:
 
 def sweep(args: argparse.Namespace, spec, out: Path, profiles, models: list[str]) -> int:
     """`--saturation`: sweep the profiled variants, store the curves, print the check."""
-    from adapter.core.profile import save_saturation
-    from adapter.core.saturation import check_curves, format_checks
+    from adapter.core.saturation import predicted
     from adapter.models.scoring import load_langid_eval
-    from adapter.profiler import SweepSettings, sweep_variant
+    from adapter.profiler import SweepSettings, ladder, sweep_variant
     from adapter.serving.launcher import LocalTriton
 
     missing = [m for m in models if profiles is None or m not in profiles]
     if missing:
         raise ConfigError(f"--saturation: {', '.join(missing)} not in {out}: run `tpa profile` first "
                           f"(the sweep's rates are shares of the profiled capacity)")
+    budget = args.budget_ms or spec.sla_ms
     settings = SweepSettings(**({"configs": args.configs} if args.configs else {}),
-                             **({"max_rps": args.max_rps} if args.max_rps else {}))
+                             **({"max_rps": args.max_rps} if args.max_rps else {}), budget_ms=budget)
     texts = [item["text"] for item in load_langid_eval()]
     variants = dict(profiles.variants)
     workdir = paths.RUNS / "profile"
     workdir.mkdir(parents=True, exist_ok=True)
     with LocalTriton(models=models, log_path=workdir / "triton.log") as triton, \
-            tqdm(total=len(models) * len(settings.configs) * len(settings.loads), desc="saturation",
-                 unit="rate", disable=None) as bar:
+            tqdm(total=sum(len(ladder(predicted(variants[m], b, n, 1.0)[1], settings))
+                           for m in models for b, n in settings.configs),  # at most: a curve ends when saturated
+                 desc="saturation", unit="rate", disable=None) as bar:
         def progress(label: str) -> None:
             bar.set_postfix_str(label)
             bar.update(1)
 
         for model in models:
             points = sweep_variant(triton.endpoints, model, variants[model], texts, settings, progress, workdir)
-            variants[model] = dataclasses.replace(variants[model], saturation=tuple(points))
-    profiles = dataclasses.replace(profiles, variants=variants)
-    save_saturation(profiles, out, provenance={
-        "command": "tpa profile --saturation", "configs": [list(c) for c in settings.configs],
-        "loads": list(settings.loads), "max_rps": settings.max_rps, "seconds_per_rate": settings.seconds,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host_cores": os.cpu_count(),
+            kept = [p for p in variants[model].saturation if (p.batch_size, p.instances) not in settings.configs]
+            variants[model] = dataclasses.replace(variants[model], saturation=tuple(kept + points))
+    provenance = {
+        "command": "tpa profile --saturation",
+        "ladder": {"start_share": settings.start_share, "step": settings.step, "max_share": settings.max_share},
+        "budget_ms": budget, "max_rps": settings.max_rps, "min_requests": settings.min_requests,
+        "seconds_per_rate": [settings.seconds, settings.max_seconds], "host_cores": os.cpu_count(),
         "method": "open-loop Poisson arrivals of one text each over HTTP from a child process, latency "
                   "from the scheduled send time, the first second of each rate left out; mean batch "
-                  "and compute time from Triton's statistics"})
-    budget = args.budget_ms or spec.sla_ms
-    print(format_checks([c for m in models for c in check_curves(profiles[m], budget, side="client")]))
-    print(f"wrote the saturation curves into {out}")
+                  "and compute time from Triton's statistics",
+        # A sweep of some configs keeps the curves of the others: each sweep says what it measured.
+        "sweeps": [*profiles.provenance.get("saturation", {}).get("sweeps", []), {
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "configs": [list(c) for c in settings.configs], "models": models}]}
+    profiles = dataclasses.replace(profiles, variants=variants,
+                                   provenance={**profiles.provenance, "saturation": provenance})
+    print(f"measured the saturation curves of {len(models)} models")
+    return calibrate_and_save(profiles, models, budget, out)
+
+
+def calibrate_and_save(profiles, models: list[str], budget_ms: float, out: Path) -> int:
+    """Fit the models' calibrations on their curves, store curves and calibrations, print the check."""
+    from adapter.core.profile import save_saturation
+    from adapter.core.saturation import calibrate, check_curves, format_checks
+
+    variants = {m: calibrate(vp, budget_ms, side="client").apply(vp) if m in models else vp
+                for m, vp in profiles.variants.items()}
+    profiles = dataclasses.replace(profiles, variants=variants)
+    provenance = dict(profiles.provenance.get("saturation", {}))
+    provenance["calibration"] = {
+        "budget_ms": budget_ms, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": "per model (adapter.core.saturation.calibrate): the service scale fitted on its one-instance "
+                  "curves and the instance efficiency on its others, so that the stage model's max rps at "
+                  "budget_ms (client-side p99) is the measured one"}
+    save_saturation(profiles, out, provenance=provenance)
+    print(format_checks([c for m in models for c in check_curves(profiles[m], budget_ms, side="client")]))
+    for m in models:
+        print(f"{m:20} service scale {variants[m].service_scale:5.2f}  instance efficiency "
+              f"{variants[m].instance_efficiency:4.2f}")
+    print(f"wrote each model's calibration into {out}")
     return 0

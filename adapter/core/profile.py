@@ -20,9 +20,10 @@ model's points as `VariantProfile.load_s` / `load_s_max` (None when nothing was 
 
 Saturation curves (optional, `tpa profile --saturation`): a variant's latency under open-loop
 Poisson load at a ladder of rates up to past its capacity, per (batch size, instances); kept in
-`VariantProfile.saturation` as `SaturationPoint`s. They check the stage model live
-(`adapter.core.saturation`, `python -m adapter.bench.fidelity --saturation`); the planner does
-not read them.
+`VariantProfile.saturation` as `SaturationPoint`s. They calibrate the stage model live
+(`adapter.core.saturation.calibrate`): the fitted factor on every service time is stored as the
+model's `calibration` (`Calibration`: its service scale and instance efficiency), which the
+planner and the simulator both read, through `service_stats` and `instance_efficiency`.
 """
 
 from __future__ import annotations
@@ -119,10 +120,30 @@ class VariantProfile:
     efficiency_measured: bool = False
     load_s: float | None = None  # median repository load (reconfiguration) time, seconds
     load_s_max: float | None = None  # slowest such load, seconds
-    # The closed-loop correction's factor on every service time (1: the profile as measured).
+    # The factor on every service time: the calibration from the saturation sweep (stored in the
+    # file), times the closed-loop correction's at run time (1: the profile as measured).
     service_scale: float = 1.0
     # Open-loop saturation sweeps, sorted by (instances, batch size, offered rate); () if none.
     saturation: tuple[SaturationPoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """What the saturation sweep says a variant really does on this host, as the two figures of
+    the stage model it fits (`adapter.core.saturation.calibrate`): the factor on every service
+    time, and the throughput gain of each extra instance."""
+
+    service_scale: float
+    instance_efficiency: float
+
+    def apply(self, vp: VariantProfile) -> VariantProfile:
+        return replace(vp, service_scale=self.service_scale, instance_efficiency=self.instance_efficiency)
+
+
+def as_measured(vp: VariantProfile) -> VariantProfile:
+    """The profile as its measurements say, without a calibration or correction."""
+    eff, measured = _efficiency(list(vp.measurements)) if vp.measurements else (1.0, False)
+    return replace(vp, service_scale=1.0, instance_efficiency=eff, efficiency_measured=measured)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +277,14 @@ def _saturation_doc(p: SaturationPoint) -> dict[str, Any]:
     return doc
 
 
+def _calibration_doc(vp: VariantProfile) -> dict[str, float]:
+    """The model's calibration where it differs from its measurements ({} where it does not)."""
+    raw = as_measured(vp)
+    if (vp.service_scale, vp.instance_efficiency) == (raw.service_scale, raw.instance_efficiency):
+        return {}
+    return {"service_scale": vp.service_scale, "instance_efficiency": vp.instance_efficiency}
+
+
 def sorted_saturation(points) -> tuple[SaturationPoint, ...]:
     return tuple(sorted(points, key=lambda p: (p.instances, p.batch_size, p.offered_rps)))
 
@@ -273,6 +302,7 @@ def save_profiles(profiles: Profiles, path: str | Path) -> None:
                         **({"load_s": vp.load_s, "load_s_max": vp.load_s_max}
                            if vp.load_s is not None else {})},
                 **({"saturation": [_saturation_doc(p) for p in sorted_saturation(vp.saturation)]} if vp.saturation else {}),
+                **({"calibration": _calibration_doc(vp)} if _calibration_doc(vp) else {}),
             }
             for name, vp in sorted(profiles.variants.items())
         },
@@ -281,14 +311,18 @@ def save_profiles(profiles: Profiles, path: str | Path) -> None:
 
 
 def save_saturation(profiles: Profiles, path: str | Path, provenance: Mapping[str, Any] | None = None) -> None:
-    """Write the models' saturation sweeps into an existing profiles file, leaving every other
-    byte of it as it was (the measurements and fits are not re-serialised); `provenance`, when
-    given, is stored as the file's `provenance.saturation`."""
+    """Write the models' saturation sweeps and their `calibration` into an existing
+    profiles file, leaving every other byte of it as it was (the measurements and fits are not
+    re-serialised); `provenance`, when given, is stored as the file's `provenance.saturation`."""
     path = Path(path)
     doc = json.loads(path.read_text())
     for name, vp in profiles.variants.items():
         if vp.saturation and name in doc.get("models", {}):
             doc["models"][name]["saturation"] = [_saturation_doc(p) for p in sorted_saturation(vp.saturation)]
+        if name in doc.get("models", {}):
+            doc["models"][name].pop("calibration", None)
+            if _calibration_doc(vp):
+                doc["models"][name]["calibration"] = _calibration_doc(vp)
     if provenance is not None:
         doc.setdefault("provenance", {})["saturation"] = dict(provenance)
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -302,6 +336,21 @@ def _number(problems: list[str], entry: dict, key: str, where: str, *, integer: 
         problems.append(f"`{where}.{key}`: expected {kind} >= {low:g}, got {value!r}")
         return None
     return value
+
+
+def _calibration(problems: list[str], raw: Any, where: str) -> Calibration | None:
+    if not isinstance(raw, dict):
+        problems.append(f"`{where}`: expected an object with service_scale and instance_efficiency, got {raw!r}")
+        return None
+    unknown = sorted(set(raw) - {"service_scale", "instance_efficiency"})
+    if unknown:
+        problems.append(f"`{where}.{unknown[0]}`: unknown key; expected service_scale, instance_efficiency")
+    scale = _number(problems, raw, "service_scale", where, integer=False, low=1e-9)
+    eff = _number(problems, raw, "instance_efficiency", where, integer=False, low=1e-9)
+    if eff is not None and eff > 1:
+        problems.append(f"`{where}.instance_efficiency`: expected a number <= 1, got {eff!r}")
+        return None
+    return None if unknown or scale is None or eff is None else Calibration(float(scale), float(eff))
 
 
 def _saturation(problems: list[str], raw: Any, where: str) -> tuple[SaturationPoint, ...]:
@@ -404,6 +453,10 @@ def load_profiles(path: str | Path) -> Profiles:
             points = _saturation(problems, entry["saturation"], f"models.{name}.saturation")
             if str(name) in variants:
                 variants[str(name)] = replace(variants[str(name)], saturation=points)
+        if "calibration" in entry:
+            calibration = _calibration(problems, entry["calibration"], f"models.{name}.calibration")
+            if calibration is not None and str(name) in variants:
+                variants[str(name)] = calibration.apply(variants[str(name)])
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
     if problems:

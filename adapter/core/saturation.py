@@ -8,17 +8,22 @@ stage may take:
   measured max rps   the highest rate at which the stage still kept its p99 within the budget
                      (first crossing along the ladder, interpolated in log p99 between the last
                      point within and the first over; a point that failed requests or could not
-                     keep up with its arrivals is over);
+                     keep up with its arrivals is over; a point over the budget followed by one
+                     within it is noise, since p99 grows with the rate: a crossing takes two
+                     points over in a row, or one that fell behind, or the ladder's last);
   predicted max rps  the same on the planner's stage model (`core.latency.stage_model` with the
                      profile's service statistics): the first rate at which its p99 exceeds the
                      budget (or the stage's capacity).
 
-`fit_service_scale` is the calibration: the factor on every service time of the variant
-(`VariantProfile.service_scale`) that makes the predicted max rps the measured one.
+`calibrate` fits the stage model's two figures for a variant (its service scale and instance
+efficiency, a `Calibration`, stored in the profiles file) to its curves, and `check_curves`
+judges each curve as measured, calibrated, and held out (calibrated on the variant's other
+curves).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -26,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from adapter.core.latency import stage_model
-from adapter.core.profile import SaturationPoint, VariantProfile, service_stats
+from adapter.core.profile import Calibration, SaturationPoint, VariantProfile, as_measured, service_stats
 
 KEEPS_UP = 0.95  # achieved / sent below this: the queue grew through the window
 
@@ -59,9 +64,15 @@ def point_p99(p: SaturationPoint, side: str = "server") -> float:
     return p.p99_ms
 
 
+def keeps_up(p: SaturationPoint) -> bool:
+    """No failed request, and the answers kept up with the arrivals (one request of slack: at a
+    low rate, one still in flight at the window's end is not a queue that grew)."""
+    slack = p.sent_rps / p.requests if p.requests else 0.0
+    return p.failures == 0 and p.achieved_rps >= KEEPS_UP * p.sent_rps - slack
+
+
 def within(p: SaturationPoint, sla_ms: float, side: str = "server") -> bool:
-    return (p.failures == 0 and p.achieved_rps >= KEEPS_UP * p.sent_rps
-            and point_p99(p, side) <= sla_ms)
+    return keeps_up(p) and point_p99(p, side) <= sla_ms
 
 
 def measured_max_rps(curve: Sequence[SaturationPoint], sla_ms: float, side: str = "server") -> MaxRps:
@@ -70,14 +81,20 @@ def measured_max_rps(curve: Sequence[SaturationPoint], sla_ms: float, side: str 
     if not curve:
         raise ValueError("measured_max_rps: empty curve")
     pts = sorted(curve, key=lambda p: p.offered_rps)
-    first_over = next((i for i, p in enumerate(pts) if not within(p, sla_ms, side)), None)
+
+    def crossing(i: int) -> bool:
+        if within(pts[i], sla_ms, side):
+            return False
+        return not keeps_up(pts[i]) or i + 1 == len(pts) or not within(pts[i + 1], sla_ms, side)
+
+    first_over = next((i for i in range(len(pts)) if crossing(i)), None)
     if first_over is None:
         return MaxRps(pts[-1].sent_rps, ">=")
     if first_over == 0:
         return MaxRps(pts[0].sent_rps, "<")
-    ok, over = pts[first_over - 1], pts[first_over]
+    ok, over = pts[first_over - 1], pts[first_over]  # the point before a crossing is within
     lo, hi = point_p99(ok, side), point_p99(over, side)
-    if not (over.failures == 0 and over.achieved_rps >= KEEPS_UP * over.sent_rps) or hi <= lo:
+    if not keeps_up(over) or hi <= lo:
         return MaxRps(ok.sent_rps, "=")  # over because it fell behind: the last point within
     t = (math.log(sla_ms) - math.log(lo)) / (math.log(hi) - math.log(lo))
     return MaxRps(ok.sent_rps + min(max(t, 0.0), 1.0) * (over.sent_rps - ok.sent_rps), "=")
@@ -119,30 +136,84 @@ def predicted_max_rps(vp: VariantProfile, batch: int, instances: int, sla_ms: fl
     return lo
 
 
-def fit_service_scale(vp: VariantProfile, batch: int, instances: int, sla_ms: float, target_rps: float,
-                      low: float = 0.25, high: float = 4.0, iterations: int = 40) -> float:
-    """The factor on every service time of `vp` (`service_scale`) at which the predicted max
-    rps at (batch, instances, sla_ms) is `target_rps` (a measured one). Service times scale the
-    capacity as 1/scale and the waits in proportion, so the predicted max rps falls as the scale
-    grows: bisection on log scale, clipped to [low, high]."""
-    import dataclasses
-
-    def rate(scale: float) -> float:
-        return predicted_max_rps(dataclasses.replace(vp, service_scale=vp.service_scale * scale),
-                                 batch, instances, sla_ms)
-
-    lo, hi = math.log(low), math.log(high)
-    if rate(low) <= target_rps:
+def _solve(rate_at, target_rps: float, low: float, high: float, rising: bool, iterations: int = 40) -> float:
+    """The value in [low, high] (bisection on its log) at which the monotone `rate_at(value)` is
+    `target_rps`; clipped to the bounds. `rising`: the rate grows with the value."""
+    sign = 1.0 if rising else -1.0
+    if sign * (rate_at(low) - target_rps) >= 0:
         return low
-    if rate(high) >= target_rps:
+    if sign * (rate_at(high) - target_rps) <= 0:
         return high
+    lo, hi = math.log(low), math.log(high)
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        if rate(math.exp(mid)) > target_rps:
+        if sign * (rate_at(math.exp(mid)) - target_rps) < 0:
             lo = mid
         else:
             hi = mid
     return math.exp((lo + hi) / 2)
+
+
+def fit_service_scale(vp: VariantProfile, batch: int, instances: int, sla_ms: float, target_rps: float,
+                      low: float = 0.25, high: float = 4.0) -> float:
+    """The factor on every service time of `vp` at which the predicted max rps at (batch,
+    instances, sla_ms) is `target_rps` (a measured one): service times scale the capacity as
+    1/scale and the waits in proportion, so the max rps falls as the scale grows."""
+    return _solve(lambda scale: predicted_max_rps(dataclasses.replace(vp, service_scale=vp.service_scale * scale),
+                                                  batch, instances, sla_ms), target_rps, low, high, rising=False)
+
+
+def fit_instance_efficiency(vp: VariantProfile, batch: int, instances: int, sla_ms: float, target_rps: float,
+                            low: float = 0.05, high: float = 1.0) -> float:
+    """The instance efficiency at which the predicted max rps at (batch, instances > 1, sla_ms)
+    is `target_rps`: each extra instance adds that share of one, so the max rps grows with it."""
+    return _solve(lambda eff: predicted_max_rps(dataclasses.replace(vp, instance_efficiency=eff),
+                                                batch, instances, sla_ms), target_rps, low, high, rising=True)
+
+
+def calibrate(vp: VariantProfile, sla_ms: float, side: str = "server",
+              only: Sequence[tuple[int, int]] | None = None) -> Calibration:
+    """The stage model's two figures for this variant, fitted on its saturation curves (those in
+    `only`, if given) at a budget of `sla_ms`, starting from the profile as measured:
+      service scale         on the curves with one instance (all curves if there are none), with
+                            the measured instance efficiency: the geometric mean of the curves'
+                            fitted scales where a max rps was measured;
+      instance efficiency   on the curves with several instances, given that scale: the mean of
+                            their fitted efficiencies (kept as measured without both kinds of
+                            curve: one instance alone says nothing about a second);
+    each then kept within what the bounds say (a curve that never reached the budget says the
+    stage is at least that fast, one already over at its first rate that it is at most that
+    fast). Without curves: the profile as measured."""
+    raw = as_measured(vp)
+    chosen = {k: c for k, c in curves(vp.saturation).items() if only is None or k in only}
+    single = {k: c for k, c in chosen.items() if k[1] == 1}
+    multi = {k: c for k, c in chosen.items() if k[1] > 1}
+    scale = _combine(raw, single or chosen, sla_ms, side, fit_service_scale, faster_is_lower=True,
+                     default=1.0, mean=lambda xs: float(np.exp(np.mean(np.log(xs)))))
+    scaled = dataclasses.replace(raw, service_scale=scale)
+    eff = raw.instance_efficiency
+    if single and multi:
+        eff = _combine(scaled, multi, sla_ms, side, fit_instance_efficiency, faster_is_lower=False,
+                       default=eff, mean=lambda xs: float(np.mean(xs)))
+    return Calibration(scale, eff)
+
+
+def _combine(vp: VariantProfile, chosen: dict, sla_ms: float, side: str, fit_one, faster_is_lower: bool,
+             default: float, mean) -> float:
+    """One figure from several curves: the mean of the fitted values where a max rps was
+    measured (else `default`), kept within the bounds the other curves set."""
+    fitted, floor, cap = [], -math.inf, math.inf
+    for (batch, instances), curve in chosen.items():
+        measured = measured_max_rps(curve, sla_ms, side)
+        value = fit_one(vp, batch, instances, sla_ms, measured.rps)
+        if measured.bound == "=":
+            fitted.append(value)
+        elif (measured.bound == ">=") == faster_is_lower:  # at least this fast
+            cap = min(cap, value)
+        else:  # at most this fast
+            floor = max(floor, value)
+    value = mean(fitted) if fitted else default
+    return max(floor, min(cap, value))
 
 
 MAX_RPS_TOLERANCE = 0.15  # predicted vs measured max rps: the fidelity the planner is held to
@@ -150,50 +221,61 @@ MAX_RPS_TOLERANCE = 0.15  # predicted vs measured max rps: the fidelity the plan
 
 @dataclass(frozen=True)
 class CurveCheck:
-    """One (variant, B, n) curve: measured and predicted max rps at `sla_ms`, and the service
-    scale that would make them agree (None where the measured one is only a bound)."""
+    """One (variant, B, n) curve: the measured max rps at `sla_ms` and the stage model's, on the
+    profile as measured (`raw_rps`), calibrated on all the variant's curves (`predicted_rps`)
+    and held out (`held_out_rps`: calibrated on the variant's other curves; None if it has none)."""
 
     model: str
     batch_size: int
     instances: int
     sla_ms: float
     measured: MaxRps
+    raw_rps: float
     predicted_rps: float
-    scale: float | None
+    held_out_rps: float | None
 
-    @property
-    def error(self) -> float | None:
-        """predicted / measured - 1, where the measured max rps is a value, not a bound."""
-        return self.predicted_rps / self.measured.rps - 1.0 if self.measured.bound == "=" else None
+    def error(self, rps: float | None) -> float | None:
+        """rps / measured - 1, where the measured max rps is a value, not a bound."""
+        return rps / self.measured.rps - 1.0 if self.measured.bound == "=" and rps is not None else None
 
-    @property
-    def ok(self) -> bool:
+    def ok(self, rps: float | None) -> bool | None:
         """Within the tolerance; for a bound, whether the prediction respects it (within it)."""
+        if rps is None:
+            return None
         if self.measured.bound == "=":
-            return abs(self.error) <= MAX_RPS_TOLERANCE
+            return abs(self.error(rps)) <= MAX_RPS_TOLERANCE
         if self.measured.bound == ">=":  # the stage kept the budget at every rate tried
-            return self.predicted_rps >= self.measured.rps * (1 - MAX_RPS_TOLERANCE)
-        return self.predicted_rps <= self.measured.rps * (1 + MAX_RPS_TOLERANCE)
+            return rps >= self.measured.rps * (1 - MAX_RPS_TOLERANCE)
+        return rps <= self.measured.rps * (1 + MAX_RPS_TOLERANCE)
 
 
 def check_curves(vp: VariantProfile, sla_ms: float, side: str = "server") -> list[CurveCheck]:
     """Every saturation curve of `vp` against the stage model at a budget of `sla_ms`."""
+    configs = list(curves(vp.saturation))
     out = []
     for (batch, instances), curve in curves(vp.saturation).items():
-        measured = measured_max_rps(curve, sla_ms, side)
-        scale = fit_service_scale(vp, batch, instances, sla_ms, measured.rps) if measured.bound == "=" else None
-        out.append(CurveCheck(vp.model, batch, instances, sla_ms, measured,
-                              predicted_max_rps(vp, batch, instances, sla_ms), scale))
+        others = [c for c in configs if c != (batch, instances)]
+        held_out = (predicted_max_rps(calibrate(vp, sla_ms, side, others).apply(vp), batch, instances, sla_ms)
+                    if others else None)
+        out.append(CurveCheck(
+            vp.model, batch, instances, sla_ms, measured_max_rps(curve, sla_ms, side),
+            predicted_max_rps(as_measured(vp), batch, instances, sla_ms),
+            predicted_max_rps(calibrate(vp, sla_ms, side).apply(vp), batch, instances, sla_ms),
+            held_out))
     return out
 
 
 def format_checks(checks: Sequence[CurveCheck]) -> str:
     """A Markdown table of curve checks."""
-    lines = ["| variant | B | n | measured max rps | predicted | error | within 15 % | fitted scale |",
-             "|---|---|---|---|---|---|---|---|"]
+    def cell(c: CurveCheck, rps: float | None) -> str:
+        if rps is None:
+            return "n/a"
+        error = c.error(rps)
+        return f"{rps:.0f}" + ("" if error is None else f" ({error:+.0%})") + ("" if c.ok(rps) else " ✗")
+
+    lines = ["| variant | B | n | measured max rps | profile as measured | calibrated | held out |",
+             "|---|---|---|---|---|---|---|"]
     for c in checks:
-        error = "" if c.error is None else f"{c.error:+.0%}"
-        scale = "" if c.scale is None else f"{c.scale:.2f}"
-        lines.append(f"| {c.model} | {c.batch_size} | {c.instances} | {c.measured} | {c.predicted_rps:.0f} | "
-                     f"{error} | {'yes' if c.ok else 'no'} | {scale} |")
+        lines.append(f"| {c.model} | {c.batch_size} | {c.instances} | {c.measured} | {cell(c, c.raw_rps)} | "
+                     f"{cell(c, c.predicted_rps)} | {cell(c, c.held_out_rps)} |")
     return "\n".join(lines)

@@ -72,7 +72,9 @@ def step(low: float, high: float, seconds: int = 120) -> np.ndarray:
     return np.array([low] * (seconds // 2) + [high] * (seconds - seconds // 2), dtype=float)
 
 
-@pytest.mark.parametrize("series", [step(5, 60), step(150, 10), step(20, 400)], ids=["up", "down", "over-pool"])
+# over-pool: more than one pod serves, less than the two allowed (the calibrated profiles give
+# about 139 and 277 req/s)
+@pytest.mark.parametrize("series", [step(5, 60), step(150, 10), step(20, 200)], ids=["up", "down", "over-pool"])
 def test_no_policy_that_keeps_the_sla_beats_the_oracle(series):
     """The oracle knows the trace and the simulated pods' true capacity: on the same arrivals,
     no policy that sheds or misses no more than it serves the objective better. (The objective
