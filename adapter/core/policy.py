@@ -39,7 +39,7 @@ from adapter.core.observation import Observation
 from adapter.core.plan import Mode, Plan
 from adapter.core.planner import plan_pipeline
 from adapter.core.predictor import Predictor
-from adapter.core.profile import Profiles, VariantProfile, service_stats
+from adapter.core.profile import Profiles, expected_compute_ms
 from adapter.core.spec import PipelineSpec
 from adapter.errors import AdapterError
 
@@ -120,20 +120,6 @@ def scaled_profiles(profiles: Profiles, scale: Mapping[str, float]) -> Profiles:
     variants = {name: dataclasses.replace(vp, service_scale=vp.service_scale * scale[name]) if name in scale else vp
                 for name, vp in profiles.variants.items()}
     return dataclasses.replace(profiles, variants=variants)
-
-
-def expected_compute_ms(vp: VariantProfile, mean_batch: float, max_batch: int) -> float:
-    """Triton's compute time per request the profile expects at a mean batch (inferences per
-    execution): each request counts its whole batch's time, so with batches of floor and ceil
-    of the mean mixed to that mean, larger batches weigh in by their size. (The profile's mean
-    at the rounded mean batch reads 1.4x on a 1.38 mix of batches of 1 and 2 that is exactly
-    as profiled.)"""
-    mb = min(max(1.0, mean_batch), float(max_batch))
-    lo = int(math.floor(mb))
-    hi = min(lo + 1, max_batch)
-    m = service_stats(vp, hi).mean_ms
-    p = mb - lo if hi > lo else 0.0  # the share of executions at `hi`
-    return float(((1 - p) * lo * m[lo] + p * hi * m[hi]) / ((1 - p) * lo + p * hi))
 
 
 def correct(plan: Plan | None, observation: Observation | None, profiles: Profiles,

@@ -537,3 +537,17 @@ def _p50(m: Measurement) -> float:
 
 def _p99(m: Measurement) -> float:
     return m.server_p99_ms if m.server_p99_ms is not None else m.p99_ms
+
+
+def expected_compute_ms(vp: VariantProfile, mean_batch: float, max_batch: int) -> float:
+    """Triton's compute time per request the profile expects at a mean batch (inferences per
+    execution): each request counts its whole batch's time, so with batches of floor and ceil
+    of the mean mixed to that mean, larger batches weigh in by their size. (The profile's mean
+    at the rounded mean batch reads 1.4x on a 1.38 mix of batches of 1 and 2 that is exactly
+    as profiled.)"""
+    mb = min(max(1.0, mean_batch), float(max_batch))
+    lo = int(math.floor(mb))
+    hi = min(lo + 1, max_batch)
+    m = service_stats(vp, hi).mean_ms
+    p = mb - lo if hi > lo else 0.0  # the share of executions at `hi`
+    return float(((1 - p) * lo * m[lo] + p * hi * m[hi]) / ((1 - p) * lo + p * hi))

@@ -31,7 +31,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from adapter.core.latency import stage_model
-from adapter.core.profile import Calibration, SaturationPoint, VariantProfile, as_measured, service_stats
+from adapter.core.profile import (Calibration, SaturationPoint, VariantProfile, as_measured, expected_compute_ms,
+                                  service_stats)
 
 KEEPS_UP = 0.95  # achieved / sent below this: the queue grew through the window
 
@@ -177,7 +178,9 @@ def calibrate(vp: VariantProfile, sla_ms: float, side: str = "server",
     `only`, if given) at a budget of `sla_ms`, starting from the profile as measured:
       service scale         on the curves with one instance (all curves if there are none), with
                             the measured instance efficiency: the geometric mean of the curves'
-                            fitted scales where a max rps was measured;
+                            fitted scales where a max rps was measured; where none was (a fast
+                            model whose curves never reached the budget), Triton's compute time
+                            per request in the sweep over the profile's (`compute_scale`);
       instance efficiency   on the curves with several instances, given that scale: the mean of
                             their fitted efficiencies (kept as measured without both kinds of
                             curve: one instance alone says nothing about a second);
@@ -189,13 +192,23 @@ def calibrate(vp: VariantProfile, sla_ms: float, side: str = "server",
     single = {k: c for k, c in chosen.items() if k[1] == 1}
     multi = {k: c for k, c in chosen.items() if k[1] > 1}
     scale = _combine(raw, single or chosen, sla_ms, side, fit_service_scale, faster_is_lower=True,
-                     default=1.0, mean=lambda xs: float(np.exp(np.mean(np.log(xs)))))
+                     default=compute_scale(raw, single) or 1.0, mean=lambda xs: float(np.exp(np.mean(np.log(xs)))))
     scaled = dataclasses.replace(raw, service_scale=scale)
     eff = raw.instance_efficiency
     if single and multi:
         eff = _combine(scaled, multi, sla_ms, side, fit_instance_efficiency, faster_is_lower=False,
                        default=eff, mean=lambda xs: float(np.mean(xs)))
     return Calibration(scale, eff)
+
+
+def compute_scale(vp: VariantProfile, chosen: dict) -> float | None:
+    """Triton's compute time per request at the sweep's one-instance rates that kept up, over
+    what the profile expects at the same mean batch: the median ratio (the same evidence the
+    policy's run-time correction reads). None without such points."""
+    ratios = [p.compute_ms / expected_compute_ms(vp, p.mean_batch, p.batch_size)
+              for curve in chosen.values() for p in curve
+              if p.compute_ms is not None and p.mean_batch and keeps_up(p)]
+    return float(np.median(ratios)) if ratios else None
 
 
 def _combine(vp: VariantProfile, chosen: dict, sla_ms: float, side: str, fit_one, faster_is_lower: bool,

@@ -13,7 +13,7 @@ from adapter.core import policy
 from adapter.core.observation import ModelStats, Observation
 from adapter.core.predictor import LastValuePredictor
 from adapter.core.planner import plan_pipeline
-from adapter.core.profile import Measurement, Profiles, fit, service_stats
+from adapter.core.profile import Measurement, Profiles, expected_compute_ms, fit, service_stats
 from adapter.core.spec import load_spec, parse_spec
 from adapter.errors import ConfigError
 
@@ -255,14 +255,14 @@ def test_a_mix_of_batch_sizes_computing_as_profiled_is_not_a_slow_model():
     vp = profiles["embed_l3_int8"]
     m1, m2 = (float(service_stats(vp, b).mean_ms[b]) for b in (1, 2))
     expected = (0.6 * m1 + 0.4 * 2 * m2) / 1.4
-    assert policy.expected_compute_ms(vp, 1.4, 2) == pytest.approx(expected)
+    assert expected_compute_ms(vp, 1.4, 2) == pytest.approx(expected)
     assert expected > 1.2 * m1
-    assert policy.expected_compute_ms(vp, 1.0, 4) == pytest.approx(m1)
-    assert policy.expected_compute_ms(vp, 3.0, 2) == pytest.approx(m2)  # no more than the plan's batch
+    assert expected_compute_ms(vp, 1.0, 4) == pytest.approx(m1)
+    assert expected_compute_ms(vp, 3.0, 2) == pytest.approx(m2)  # no more than the plan's batch
     plan = plan_pipeline(load_spec(paths.ENSEMBLES / "text_search" / "pipeline.yaml"), profiles, 280.0)
     embed = plan.stages[1].variants[0]
     stats = ModelStats(model=embed.model, arrival_rps=280, success_rps=280, failure_rps=0, mean_batch=1.4,
-                       queue_ms=0.1, compute_ms=policy.expected_compute_ms(profiles[embed.model], 1.4,
+                       queue_ms=0.1, compute_ms=expected_compute_ms(profiles[embed.model], 1.4,
                                                                            embed.max_batch_size),
                        pending=0, p99_ms=None)
     obs = Observation(time_s=10, window_s=1, source="test", models={embed.model: stats})

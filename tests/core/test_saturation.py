@@ -310,3 +310,14 @@ def test_the_sweeps_ladder_starts_well_below_the_models_capacity_and_climbs_geom
     assert rate_seconds(1000.0, s) == s.seconds and rate_seconds(1.0, s) == s.max_seconds
     assert rate_seconds(20.0, s) == 1 + 200 // 20
 
+
+
+def test_without_a_crossing_the_scale_is_tritons_compute_time_over_the_profiles():
+    vp = _constant(10.0)  # 10 ms a request, as profiled
+    slow = (_point(20, 30.0, compute_ms=21.0, mean_batch=1.0), _point(40, 40.0, compute_ms=19.0, mean_batch=1.0),
+            _point(30, 60.0, n=2, compute_ms=35.0, mean_batch=1.0))  # two instances share cores: not evidence
+    assert calibrate(dataclasses.replace(vp, saturation=slow), 1e4).service_scale == pytest.approx(2.0)
+    # a curve that kept the budget further than that scale allows caps it
+    far = slow[:2] + (_point(90, 60.0, compute_ms=20.0, mean_batch=1.0),)
+    capped = calibrate(dataclasses.replace(vp, saturation=far), 150.0).service_scale
+    assert capped == pytest.approx(fit_service_scale(vp, 1, 1, 150.0, 90.0)) and capped < 2.0
