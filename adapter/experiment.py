@@ -277,6 +277,18 @@ def traced_stage_p99(trace: Path, spec: PipelineSpec) -> dict[str, float | None]
 
 # -- the run ----------------------------------------------------------------------------------
 
+def locust_command(host: str, protocol: str, model: str, out: Path, time_scale: float,
+                   trace: Path | tuple[str, float]) -> list[str]:
+    """Locust's open-loop trace replay of a trace file, or of a named workload at a damping."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(paths.ROOT / "loadtest" / "trace_replay.py"),
+           "--headless", "--host", host, "--protocol", protocol, "--model", model,
+           "--time-scale", str(time_scale), "--request-log", str(out / "requests.jsonl"),
+           "--csv", str(out / "locust"), "--only-summary"]
+    if isinstance(trace, tuple):
+        return cmd + ["--workload", trace[0], "--damping", str(trace[1])]
+    return cmd + ["--trace-file", str(trace)]
+
+
 def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy: str, out: Path,
                    time_scale: float = 1.0, interval_s: float = 10.0, trace_file: Path | None = None,
                    protocol: str = "http", on_tick=None, damping: float | None = None) -> dict:
@@ -317,11 +329,8 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
             runner = sidecar.run
         loop = threading.Thread(target=runner, args=(stop,), daemon=True)
         host = triton.endpoints.http if protocol == "http" else triton.endpoints.grpc
-        cmd = [sys.executable, "-m", "locust", "-f", str(paths.ROOT / "loadtest" / "trace_replay.py"),
-               "--headless", "--host", host, "--protocol", protocol, "--model", spec.ensemble,
-               "--time-scale", str(time_scale), "--request-log", str(out / "requests.jsonl"),
-               "--csv", str(out / "locust"), "--only-summary"]
-        cmd += ["--trace-file", str(trace_file)] if trace_file else ["--workload", workload]
+        cmd = locust_command(host, protocol, spec.ensemble, out, time_scale,
+                             trace_file or (workload, damping or IPA_DAMPING))
         loop.start()
         loop_started = t0 = time.time()
         with (out / "locust.log").open("w") as locust_log:
@@ -341,6 +350,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
                            target, spec.sla_ms, accuracy_range(spec), shed=shed)
     summary = summarise_run(rows, latency_ms, failed, shed=shed, meta={
         "policy": policy, "workload": str(trace_file or workload), "time_scale": time_scale,
+        **({} if trace_file or damping is None else {"damping": damping}),
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})
     summary["stage_p99_ms"] = traced_stage_p99(trace, spec)

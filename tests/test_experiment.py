@@ -82,3 +82,18 @@ def test_the_simulation_of_the_same_run_compares_with_it(live_run):
     for stage in ("langid", "embed"):
         assert result["stages"][stage]["live_p99_ms"] and result["stages"][stage]["sim_p99_ms"]
     json.dumps(result)  # what fidelity.json holds
+
+
+def test_locust_replays_the_named_workload_at_the_experiments_damping(tmp_path):
+    """The replay and the experiment's per-second targets come from the same series: a load
+    factor (damping) reaches Locust, not only the targets (it once did not: a 3x run sent 1x);
+    `loadtest/trace_replay.py` builds its series with `named_workload(workload, damping)`."""
+    from adapter.experiment import locust_command
+    from adapter.workloads import named_workload
+
+    cmd = locust_command("127.0.0.1:1", "http", "text_search", tmp_path, 10.0, ("bursty", 8 / 3))
+    assert cmd[cmd.index("--workload") + 1] == "bursty"
+    assert float(cmd[cmd.index("--damping") + 1]) == pytest.approx(8 / 3)
+    assert "--trace-file" in locust_command("h", "grpc", "m", tmp_path, 1.0, tmp_path / "t.txt")
+    # three times the requests (each second is floored to whole requests either way)
+    assert named_workload("bursty", 8 / 3).sum() == pytest.approx(3 * named_workload("bursty").sum(), rel=0.05)
