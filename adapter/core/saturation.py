@@ -264,16 +264,16 @@ class CurveCheck:
 
 def check_curves(vp: VariantProfile, sla_ms: float, side: str = "server") -> list[CurveCheck]:
     """Every saturation curve of `vp` against the stage model at a budget of `sla_ms`."""
-    configs = list(curves(vp.saturation))
+    by_config = curves(vp.saturation)
+    raw, calibrated = as_measured(vp), calibrate(vp, sla_ms, side).apply(vp)
     out = []
-    for (batch, instances), curve in curves(vp.saturation).items():
-        others = [c for c in configs if c != (batch, instances)]
+    for (batch, instances), curve in by_config.items():
+        others = [c for c in by_config if c != (batch, instances)]
         held_out = (predicted_max_rps(calibrate(vp, sla_ms, side, others).apply(vp), batch, instances, sla_ms)
                     if others else None)
         out.append(CurveCheck(
             vp.model, batch, instances, sla_ms, measured_max_rps(curve, sla_ms, side),
-            predicted_max_rps(as_measured(vp), batch, instances, sla_ms),
-            predicted_max_rps(calibrate(vp, sla_ms, side).apply(vp), batch, instances, sla_ms),
+            predicted_max_rps(raw, batch, instances, sla_ms), predicted_max_rps(calibrated, batch, instances, sla_ms),
             held_out))
     return out
 
