@@ -298,7 +298,8 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
     from adapter.serving.tracing import trace_args
     from adapter.workloads import IPA_DAMPING, load_rps_file, named_workload, time_scale as scale
 
-    series = load_rps_file(trace_file) if trace_file else named_workload(workload, damping or IPA_DAMPING)
+    damping = damping or IPA_DAMPING  # of a named workload
+    series = load_rps_file(trace_file) if trace_file else named_workload(workload, damping)
     target = [float(v) for v in scale(series, time_scale)]
     setup = policy_setup(policy, spec, profiles, peak_rps=max(target))
     out.mkdir(parents=True, exist_ok=True)
@@ -329,8 +330,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
             runner = sidecar.run
         loop = threading.Thread(target=runner, args=(stop,), daemon=True)
         host = triton.endpoints.http if protocol == "http" else triton.endpoints.grpc
-        cmd = locust_command(host, protocol, spec.ensemble, out, time_scale,
-                             trace_file or (workload, damping or IPA_DAMPING))
+        cmd = locust_command(host, protocol, spec.ensemble, out, time_scale, trace_file or (workload, damping))
         loop.start()
         loop_started = t0 = time.time()
         with (out / "locust.log").open("w") as locust_log:
@@ -350,7 +350,7 @@ def run_experiment(spec: PipelineSpec, profiles: Profiles, workload: str, policy
                            target, spec.sla_ms, accuracy_range(spec), shed=shed)
     summary = summarise_run(rows, latency_ms, failed, shed=shed, meta={
         "policy": policy, "workload": str(trace_file or workload), "time_scale": time_scale,
-        **({} if trace_file or damping is None else {"damping": damping}),
+        **({} if trace_file else {"damping": damping}),
         "interval_s": interval_s, "sla_ms": spec.sla_ms, "seconds": len(target),
         "decisions": sum(1 for d in decisions if d["reason"] == "Apply")})
     summary["stage_p99_ms"] = traced_stage_p99(trace, spec)

@@ -97,3 +97,17 @@ def test_locust_replays_the_named_workload_at_the_experiments_damping(tmp_path):
     assert "--trace-file" in locust_command("h", "grpc", "m", tmp_path, 1.0, tmp_path / "t.txt")
     # three times the requests (each second is floored to whole requests either way)
     assert named_workload("bursty", 8 / 3).sum() == pytest.approx(3 * named_workload("bursty").sum(), rel=0.05)
+
+
+def test_a_named_workload_at_another_damping_is_what_locust_sends(tmp_path):
+    """Live: Locust replays steady-low at twice IPA's rates (damping 4), compressed 100x; the
+    requests it sent are the per-second targets' (and twice those at IPA's damping)."""
+    from adapter.workloads import named_workload, time_scale
+
+    summary = run_experiment(SPEC, PROFILES, "steady-low", "static-cheapest", tmp_path / "run",
+                             time_scale=100.0, interval_s=5.0, damping=4.0)
+    target = time_scale(named_workload("steady-low", 4.0), 100.0)
+    assert summary["damping"] == 4.0 and summary["failed"] == 0
+    assert abs(summary["requests"] - target.sum()) <= len(target)  # each second rounds its share
+    ipa = time_scale(named_workload("steady-low"), 100.0).sum()
+    assert summary["requests"] == pytest.approx(2 * ipa, rel=0.1)

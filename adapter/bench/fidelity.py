@@ -21,8 +21,9 @@ Prints a table; writes runs/fidelity/fidelity.json and fidelity.md.
 `--saturation` checks the planner's stage model on its own instead, against the open-loop
 sweeps stored in the profiles (`tpa profile --saturation`): per variant and (batch, instances),
 the measured and predicted max rps at which one stage keeps its p99 within the SLA, within 15 %:
-on the profile as measured, calibrated (the profiles' `service_scale`, fitted on all the
-variant's curves) and held out (the scale fitted on the variant's other curves).
+on the profile as measured, calibrated (the profiles' `calibration`: service scale and
+instance efficiency, fitted on all the variant's curves) and held out (fitted on the variant's
+other curves only).
 """
 
 from __future__ import annotations
