@@ -92,10 +92,13 @@ class ModelServer:
 
 
 class Pod:
-    __slots__ = ("name", "servers", "ready")
+    __slots__ = ("name", "servers", "ready", "issued")
 
     def __init__(self, name: str, servers: list[ModelServer | None]):
         self.name, self.servers, self.ready = name, servers, False
+        # Per stage: when the configuration in force was issued. A slow load that finishes after
+        # a newer one is in force (a starting pod reconfigured before it is ready) is dropped.
+        self.issued: list[int] = [-1] * len(servers)
 
 
 class ModelStatsLog:
@@ -150,7 +153,7 @@ class Engine:
         pod = Pod(f"pod-{len(self.pods)}", [None] * self.n_stages)
         self.pods.append(pod)
         for stage, config in enumerate(configs):
-            self._push(ready_at, _ACTIVATE, (pod, stage, config), None)
+            self.reconfigure(pod, stage, config, ready_at)
         self._push(ready_at, _ACTIVATE, (pod, -1, None), None)  # after its stages: join the LB
         return pod
 
@@ -161,7 +164,7 @@ class Engine:
         self._ready = [p for p in self.pods if p.ready]
 
     def reconfigure(self, pod: Pod, stage: int, config: StageConfig, ready_at: float) -> None:
-        self._push(ready_at, _ACTIVATE, (pod, stage, config), None)
+        self._push(ready_at, _ACTIVATE, (pod, stage, config), next(self._seq))
 
     def ready_pods(self) -> list[Pod]:
         return list(self._ready)
@@ -196,7 +199,7 @@ class Engine:
             elif kind == _HANDOFF:
                 self._enter(a, b)
             else:
-                self._activate(*a)
+                self._activate(*a, issued=b)
         self.now = t_end
 
     def _arrive(self, request: int) -> None:
@@ -313,7 +316,7 @@ class Engine:
             ens.pending = self._in_flight
         self._dispatch(server)
 
-    def _activate(self, pod: Pod, stage: int, config: StageConfig | None) -> None:
+    def _activate(self, pod: Pod, stage: int, config: StageConfig | None, issued: int | None) -> None:
         if stage < 0:  # every stage of a new pod is ready: it joins the load balancer
             if pod in self.pods:
                 pod.ready = True
@@ -322,6 +325,9 @@ class Engine:
                 for r in waiting:
                     self._enter(pod.servers[0], [r])
             return
+        if issued < pod.issued[stage]:  # superseded while it loaded
+            return
+        pod.issued[stage] = issued
         stats = self.stats.setdefault(config.model, ModelStatsLog())
         pod.servers[stage] = ModelServer(config, stage, pod, stats)
 

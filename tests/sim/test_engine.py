@@ -121,6 +121,28 @@ def test_a_reconfiguration_serves_new_arrivals_once_ready_and_the_old_one_drains
     assert engine.stats["slow"].success == 2 and engine.stats["fast"].success == 2
 
 
+def test_a_pod_reconfigured_while_it_starts_comes_up_with_the_newer_configuration():
+    # A plan that scales up and then changes the models while the new pod starts: the pod's
+    # start (issued first, ready last) must not bring back the configuration it was asked for.
+    engine = engine_with([], [StageConfig("slow", 1, 0, 1)], {"slow": (100.0, 0.0), "fast": (1.0, 0.0)})
+    starting = engine.add_pod([StageConfig("slow", 1, 0, 1)], ready_at=30.0)
+    engine.reconfigure(starting, 0, StageConfig("fast", 1, 0, 1), ready_at=10.0)
+    engine.run_until(31.0)
+    assert starting.ready and starting.servers[0].config.model == "fast"
+
+
+def test_of_two_reloads_in_flight_the_later_issued_one_stays():
+    engine = engine_with([], [StageConfig("slow", 1, 0, 1)], {"slow": (100.0, 0.0), "a": (1.0, 0.0),
+                                                               "b": (1.0, 0.0)})
+    pod = engine.pods[0]
+    engine.reconfigure(pod, 0, StageConfig("a", 1, 0, 1), ready_at=2.0)
+    engine.reconfigure(pod, 0, StageConfig("b", 1, 0, 1), ready_at=5.0)
+    engine.run_until(3.0)
+    assert pod.servers[0].config.model == "a"  # in force until the later one is ready
+    engine.run_until(6.0)
+    assert pod.servers[0].config.model == "b"
+
+
 def test_pods_share_the_load_and_a_new_pod_serves_only_once_ready():
     arrivals = np.arange(0, 2, 0.01)
     engine = engine_with(arrivals, [StageConfig("m", 1, 0, 1)], {"m": (1.0, 0.0)})
