@@ -48,8 +48,6 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "backlog-drain": ({"drain_s": None}, {}),
     "pool-clamp": ({"clamp_to_pool": False}, {}),
     "overload-trigger": ({"overload_trigger": None}, {}),
-    "arrivals-floor": ({"floor_at_arrivals": False}, {}),
-    "bridge": ({"pod_start_s": None}, {}),  # new pods' configuration chosen as if they served at once
     "correction": ({"max_latency_scale": 1.0}, {}),
     "admission": ({}, {"admission": "off"}),  # unbounded queues: the excess is answered late
 }

@@ -5,9 +5,7 @@ Named steps, each testable alone, each with a reason in the decision's message:
              against the profile's service time at the observed batch -> per-model service
              scale; it decays back towards the profile while a model carries no traffic
   predict    per-second arrival history -> scenarios of the coming peak (the one margin: the
-             planner adds no headroom on top); none below the rate arriving over the last
-             `overload_window_s` seconds (a step already arriving is not in doubt, while a
-             forecaster that learnt the old level still says it)
+             planner adds no headroom on top)
   choose     among the plans for several quantiles of those scenarios, the one with the best
              expected objective: a plan sized below a scenario's peak loses (sheds) the excess,
              worth its accuracy per request; one sized above it pays for idle cores. The margin
@@ -20,10 +18,6 @@ Named steps, each testable alone, each with a reason in the decision's message:
              (one-off costs against a gain that accrues every second), corrected profiles, and
              the pool's limit: a load the pool cannot serve is clamped to what it can serve
              within the SLA (the excess is shed at admission)
-  bridge     new pods take `pod_start_s` to serve; meanwhile the ready pods carry the load. When
-             another configuration would deliver more accuracy on them (it serves more of the
-             load within the SLA) than the plan's, the pods start with that one; the plan's
-             follows once they are up (the next decision, no longer bridged)
   hold       apply only when the plan's configuration differs from the current one
   sit out    a variant that failed to load is left out of planning for a back-off that doubles
              with each failure in a row (`failed_to_load`)
@@ -79,7 +73,6 @@ class PolicyConfig:
     # the load the current plan was made for by this share (None: only on the interval, as IPA).
     overload_trigger: float | None = 0.1
     overload_window_s: int = 3
-    floor_at_arrivals: bool = True  # no load scenario below the last `overload_window_s` s' rate
     # Closed-loop correction: the service scale moves by a share `correction_gain` (geometric)
     # towards the nearest value that explains the observed compute time, inside
     # [1, max_latency_scale]; without traffic it decays towards 1 by `correction_decay`.
@@ -88,8 +81,6 @@ class PolicyConfig:
     max_latency_scale: float = 4.0
     min_rps_for_correction: float = 1.0
     tolerance: float = 0.1  # a compute time within 10 % of the profile's band is noise
-    # New pods serve this long after they are asked for (`bridge`); None: plan as if at once.
-    pod_start_s: float | None = 30.0
     # A variant that failed to load sits out of planning for a back-off: one interval, doubled
     # at each failure in a row, at most this long.
     max_failure_backoff_s: float = 600.0
@@ -101,7 +92,6 @@ class PolicyState:
     recent_predictions: tuple[tuple[float, float], ...] = ()  # (time_s, rps)
     latency_scale: Mapping[str, float] = field(default_factory=dict)
     failed: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> (retry at, back-off s)
-    starting: tuple[float, int] | None = None  # pods asked for: (ready at, pods serving until then)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,13 +182,8 @@ def overloaded(history_rps: Sequence[float], current: Plan | None, config: Polic
     if (config.overload_trigger is None or current is None or not current.feasible
             or len(history_rps) < config.overload_window_s):
         return False  # an infeasible plan already serves all the pool can: nothing to gain
-    return arriving_rps(history_rps, config.overload_window_s) > current.rps * (1.0 + config.overload_trigger)
-
-
-def arriving_rps(history_rps: Sequence[float], window_s: int) -> float:
-    """The mean arrival rate of the last `window_s` seconds (0 without history)."""
-    recent = list(history_rps)[-window_s:]
-    return sum(recent) / len(recent) if recent else 0.0
+    recent = sum(list(history_rps)[-config.overload_window_s:]) / config.overload_window_s
+    return recent > current.rps * (1.0 + config.overload_trigger)
 
 
 SCENARIO_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)  # the candidate sizes; the objective picks among them
@@ -231,44 +216,6 @@ def amortised(spec: PipelineSpec, config: PolicyConfig) -> PipelineSpec:
         obj, switch_variant=obj.switch_variant * share, switch_config=obj.switch_config * share))
 
 
-def serving_pods(state: PolicyState, now_s: float) -> int:
-    """Pods serving now: the current plan's, or fewer while pods it asked for are starting."""
-    pods = state.current.pods if state.current is not None else 0
-    if state.starting is not None and now_s < state.starting[0]:
-        return min(pods, state.starting[1])
-    return pods
-
-
-def with_pods(spec: PipelineSpec, pods: int) -> PipelineSpec:
-    return dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, max_pods=pods))
-
-
-def bridge(target: Plan, serving: int, rps: float, spec: PipelineSpec,
-           plan_with: Callable[[PipelineSpec, Mode], Plan]) -> Plan:
-    """The plan to apply while the target's new pods start (`serving` of its pods are up).
-
-    Meanwhile the ready pods serve some of the load with the target's variants, or more of it
-    with others (the most accurate of those that serve the most). When the others deliver more
-    accuracy (accuracy x load served within the SLA), every pod, the new ones included, starts
-    with them, on the target's pod count; the next decision, with the pods up, returns to the
-    target's variants. `plan_with(spec, mode)` plans `rps` on a spec, clamped to its pool."""
-    def variants(plan: Plan) -> set[str]:
-        return {v.model for s in plan.stages for v in s.variants}
-
-    def only(models: set[str]) -> PipelineSpec:
-        return without_models(spec, [v.model for st in spec.stages for v in st.variants if v.model not in models])
-
-    def delivered(plan: Plan) -> float:
-        return plan.accuracy_score * min(rps, plan.rps)
-
-    quick = plan_with(with_pods(spec, serving), Mode.SINGLE)
-    if variants(quick) == variants(target):
-        return target
-    if delivered(quick) <= delivered(plan_with(with_pods(only(variants(target)), serving), Mode.SINGLE)):
-        return target
-    return plan_with(with_pods(only(variants(quick)), target.pods), Mode.FIXED)
-
-
 def same_configuration(a: Plan | None, b: Plan | None, delay_tolerance: float = 0.25) -> bool:
     """Whether applying b over a would change nothing that matters. The queue delay follows the
     load ((b-1)/rps), so a delay within `delay_tolerance` of the applied one is not worth a
@@ -295,11 +242,7 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
     scale = correct(state.current, obs, inputs.profiles, state.latency_scale, config)
     backlog = backlog_rps(obs, inputs.spec, config.drain_s)
     scenarios = getattr(inputs.predictor, "scenarios", None)
-    peaks = np.asarray(scenarios(inputs.history_rps), dtype=float) if scenarios else np.zeros(0)
-    arriving = arriving_rps(inputs.history_rps, config.overload_window_s)
-    if config.floor_at_arrivals and peaks.size:
-        peaks = np.maximum(peaks, arriving)
-    peaks = peaks + backlog
+    peaks = np.asarray(scenarios(inputs.history_rps), dtype=float) + backlog if scenarios else np.zeros(0)
     predicted = inputs.predictor.predict(inputs.history_rps)
     spec = amortised(inputs.spec, config)
     out = sitting_out(state, now_s)
@@ -307,8 +250,8 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
         spec = without_models(spec, out)
     profiles = scaled_profiles(inputs.profiles, scale)
 
-    def plan_for(rps: float, on: PipelineSpec = spec, mode: Mode = config.mode) -> Plan:
-        return planner(on, profiles, rps, mode=mode, current=state.current, solver=config.solver,
+    def plan_for(rps: float) -> Plan:
+        return planner(spec, profiles, rps, mode=config.mode, current=state.current, solver=config.solver,
                        headroom=config.headroom, clamp=config.clamp_to_pool, latency_model=config.latency_model)
 
     why = [f"forecast {predicted:.1f} rps"]
@@ -333,14 +276,6 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
         if any(f > 1.0 for f in scale.values()):
             why.append("service scale " + ", ".join(f"{m} x{f:.2f}" for m, f in sorted(scale.items())))
         plan = plans[chosen] if peaks.size and planned_rps == chosen else plan_for(planned_rps)
-        serving = serving_pods(state, now_s)
-        if (config.pod_start_s is not None and config.mode is Mode.SINGLE and state.current is not None
-                and plan.pods > serving):
-            target = plan
-            plan = bridge(target, serving, planned_rps, spec, lambda on, mode: plan_for(planned_rps, on, mode))
-            if plan is not target:
-                why.append(f"bridged: while {target.pods - serving} new pod(s) start, the {serving} serving run "
-                           + ", ".join(f"{s.model}" for s in plan.stages) + " (serves more of the load now)")
     except AdapterError as exc:
         state = dataclasses.replace(state, latency_scale=scale)
         return (Decision(reason=Reason.SOLVER_ERROR, plan=state.current, predicted_rps=predicted,
@@ -352,8 +287,6 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
         return (Decision(reason=Reason.UNCHANGED, plan=state.current, predicted_rps=predicted,
                          planned_rps=planned_rps,
                          message=f"plan unchanged for {planned_rps:.1f} rps ({reasons})"), state)
-    if config.pod_start_s is not None and state.current is not None and plan.pods > serving:
-        state = dataclasses.replace(state, starting=(now_s + config.pod_start_s, serving))
     return (Decision(reason=Reason.APPLY, plan=plan, predicted_rps=predicted,
                      planned_rps=planned_rps,
                      message=f"new plan for {planned_rps:.1f} rps ({reasons}): " + ", ".join(

@@ -17,14 +17,13 @@ from adapter.core.profile import Measurement, Profiles, expected_compute_ms, fit
 from adapter.core.spec import load_spec, parse_spec
 from adapter.errors import ConfigError
 
-SPEC_STAGES = [{"name": "s", "variants": [
-    {"model": "fast", "accuracy": 0.8, "resources": {"cpu": 1}},
-    {"model": "slow", "accuracy": 0.9, "resources": {"cpu": 1}}]}]
 SPEC = parse_spec({
     "name": "p", "ensemble": "p", "sla_ms": 100, "batch_sizes": [1, 2, 4, 8],
     "objective": {"alpha": 1.0, "beta": 0.05, "gamma": 0.001},
     "limits": {"max_instances_per_stage": 4, "max_pods": 1, "pod": {"cpu": 8}},
-    "stages": SPEC_STAGES,
+    "stages": [{"name": "s", "variants": [
+        {"model": "fast", "accuracy": 0.8, "resources": {"cpu": 1}},
+        {"model": "slow", "accuracy": 0.9, "resources": {"cpu": 1}}]}],
 })
 
 
@@ -291,66 +290,3 @@ def test_a_variant_that_failed_to_load_sits_out_for_a_doubling_backoff():
     assert [v.model for v in policy.without_models(SPEC, {"slow", "fast"}).stages[0].variants] == ["fast", "slow"]
     assert policy.applied(state, decision.plan).failed == state.failed  # "slow" not loaded
     assert policy.applied(state, retried).failed == {}
-
-
-POOL = parse_spec({  # one instance of batch 1 per pod: the accurate variant needs pods for load
-    "name": "p", "ensemble": "p", "sla_ms": 100, "batch_sizes": [1], "accuracy": {"normalize": "none"},
-    "objective": {"alpha": 1.0, "beta": 0.001, "gamma": 0.001},
-    "limits": {"max_instances_per_stage": 1, "max_pods": 10, "pod": {"cpu": 8}},
-    "stages": SPEC_STAGES,
-})
-
-
-def _pool_inputs(rps, now, **config):
-    return policy.PolicyInputs(spec=POOL, profiles=PROFILES, predictor=LastValuePredictor(window_s=5),
-                               history_rps=[rps] * 30, observation=_obs(now, rps), config=policy.PolicyConfig(**config))
-
-
-def test_while_new_pods_start_the_ready_ones_serve_the_configuration_that_carries_the_load():
-    state = policy.applied(policy.PolicyState(), plan_pipeline(POOL, PROFILES, 20))
-    assert state.current.stages[0].model == "slow" and state.current.pods == 1
-    # A step to 6x: the accurate variant needs more pods, which take 30 s; the one pod serving
-    # meanwhile delivers more accuracy with the fast variant (it serves all of the load).
-    bridged, state = policy.decide(_pool_inputs(120, 100), state, now_s=100)
-    target = plan_pipeline(POOL, PROFILES, bridged.planned_rps)
-    assert target.stages[0].model == "slow" and target.pods > 1
-    assert bridged.reason is policy.Reason.APPLY and "bridged" in bridged.message
-    assert bridged.plan.stages[0].model == "fast" and bridged.plan.pods == target.pods
-    state = policy.applied(state, bridged.plan)
-    held, state = policy.decide(_pool_inputs(120, 110), state, now_s=110)  # the pods are still starting
-    assert held.reason is policy.Reason.UNCHANGED
-    up, state = policy.decide(_pool_inputs(120, 131), state, now_s=131)  # they are up: the target's variants
-    assert up.reason is policy.Reason.APPLY and up.plan.stages[0].model == "slow" and up.plan.pods == target.pods
-    # Without the rule the plan is the target at once, new pods or not.
-    state = policy.applied(policy.PolicyState(), plan_pipeline(POOL, PROFILES, 20))
-    plain, _ = policy.decide(_pool_inputs(120, 100, pod_start_s=None), state, now_s=100)
-    assert plain.plan.stages[0].model == "slow" and "bridged" not in plain.message
-
-
-def test_no_bridge_when_the_plans_configuration_serves_the_ready_pods_best():
-    from adapter.core.planner import max_servable_rps
-
-    slow_on_one_pod = policy.with_pods(policy.without_models(POOL, ["fast"]), 1)
-    served, one_pod = max_servable_rps(slow_on_one_pod, PROFILES, 1000.0)
-    state = policy.applied(policy.PolicyState(), one_pod)
-    pods = state.current.pods
-    # 5 % more than one pod serves: the one pod serving meanwhile sheds 5 % of the load with the
-    # accurate variant (0.9 x 0.95 per request) rather than serve it all with the fast one (0.8).
-    decision, _ = policy.decide(_pool_inputs(served * 1.05, 100), state, now_s=100)
-    assert decision.plan.stages[0].model == "slow" and decision.plan.pods == pods + 1
-    assert "bridged" not in decision.message
-
-
-def test_no_load_scenario_is_below_the_rate_already_arriving():
-    from adapter.core.predictor import QuantilePredictor
-
-    history = [20.0] * 300 + [300.0] * 2  # a step the forecaster's history has not learnt
-    def planned(**config):
-        inputs = policy.PolicyInputs(spec=POOL, profiles=PROFILES, predictor=QuantilePredictor(),
-                                     history_rps=history, observation=_obs(0, 300),
-                                     config=policy.PolicyConfig(**config))
-        return policy.decide(inputs, policy.PolicyState(), now_s=0)[0].planned_rps
-
-    arriving = policy.arriving_rps(history, 3)
-    assert arriving == pytest.approx(620 / 3)
-    assert planned() >= arriving > planned(floor_at_arrivals=False)
