@@ -8,6 +8,7 @@ capacity) -> assemble a `Plan` whose objective is recomputed from the plan itsel
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from typing import Callable
@@ -138,7 +139,8 @@ def _plan(spec, profiles, rps, mode, current, solver, headroom, ilp_time_limit_s
             upto = min(len(pods_list), 2 * upto)
         else:
             value = P.objective(*best)
-            upto = sum(1 for pods in pods_list if P.objective_bound(spec, mode, pods) >= value - 1e-9)
+            # The bound falls with the pod count: the pod counts that can still beat `value` are a prefix.
+            upto = bisect.bisect_left(pods_list, True, key=lambda pods: P.objective_bound(spec, mode, pods) < value - 1e-9)
     if best is not None:
         return _assemble(spec, profiles, *best, rps, mode, current, solver, True, Reason.OPTIMAL, "", latency_model)
     if not diagnose:
