@@ -22,6 +22,8 @@ What it models, and how Triton does it:
 - **Reconfiguration**: a new configuration of a stage (another variant, or the same model
   reloaded with other instances or batching) serves the requests that reach the stage after it
   is ready; requests already queued finish on the old one, as Triton's reload drains them.
+  Of two configurations of a stage in flight, the one issued later stays, whichever is ready
+  last (a pod reconfigured while it starts comes up with the newer one).
   New pods join the load balancer when ready; removed pods stop receiving and drain.
 
 Time is in seconds. Requests are integers; their timestamps live in flat lists.
