@@ -140,7 +140,8 @@ def _plan(spec, profiles, rps, mode, current, solver, headroom, ilp_time_limit_s
         else:
             value = P.objective(*best)
             # The bound falls with the pod count: the pod counts that can still beat `value` are a prefix.
-            upto = bisect.bisect_left(pods_list, True, key=lambda pods: P.objective_bound(spec, mode, pods) < value - 1e-9)
+            upto = bisect.bisect_left(pods_list, True,
+                                      key=lambda pods: P.objective_bound(spec, mode, pods) < value - 1e-9)
     if best is not None:
         return _assemble(spec, profiles, *best, rps, mode, current, solver, True, Reason.OPTIMAL, "", latency_model)
     if not diagnose:
