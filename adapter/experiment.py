@@ -77,10 +77,10 @@ def policy_setup(name: str, spec: PipelineSpec, profiles: Profiles, peak_rps: fl
         predictor = LastValuePredictor(window_s=120) if name == "ipa" else make_predictor("ipa-lstm")
         # IPA's formulation as published: its latency model (batch-fill wait), the spec's capacity
         # margin, no switching cost, no correction, no backlog or pool clamp; the stabilisation
-        # window the harness always gave it.
+        # window (60 s) the harness always gave it.
         ipa = PolicyConfig(max_latency_scale=1.0, headroom=None, plan_lifetime_s=None, drain_s=None,
                            clamp_to_pool=False, scale_down_hysteresis=0.0, latency_model="ipa",
-                           overload_trigger=None)
+                           overload_trigger=None, scale_down_window_s=60.0, release_horizon_s=None)
         return PolicySetup(dataclasses.replace(spec, objective=no_switching), ipa, predictor)
     if name == "scale-only":
         return PolicySetup(most_accurate(spec), PolicyConfig(), default)

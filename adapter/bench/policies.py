@@ -42,7 +42,9 @@ BETAS = (0.02, 0.05, 0.1)
 # `--ablation`: the adapter with one rule of its policy taken out at a time (docs/policies.md):
 # name -> PolicyConfig fields replaced, and SimSettings fields replaced.
 ABLATIONS: dict[str, tuple[dict, dict]] = {
-    "quantile-forecast": ({"headroom": None}, {"predictor": "max-window"}),  # max-window + the spec's headroom
+    # max-window + the spec's headroom; the release horizon needs the scenarios, so HPA's 60 s window
+    "quantile-forecast": ({"headroom": None, "scale_down_window_s": 60.0}, {"predictor": "max-window"}),
+    "release-horizon": ({"release_horizon_s": None}, {}),  # capacity released as the forecast falls
     "scale-down-hysteresis": ({"scale_down_hysteresis": 0.0}, {}),
     "amortised-switching": ({"plan_lifetime_s": None}, {}),  # one-off costs charged per decision
     "backlog-drain": ({"drain_s": None}, {}),

@@ -11,9 +11,12 @@ Named steps, each testable alone, each with a reason in the decision's message:
              worth its accuracy per request; one sized above it pays for idle cores. The margin
              is thus set by the objective's own prices (a newsvendor), not by a fixed percentage
   drain      requests already queued are served on top of the forecast within one interval
-  stabilise  scale up at once; scale down only to the highest forecast of the last
-             `scale_down_window_s` (HPA's window), and only below the current plan's load by
-             more than `scale_down_hysteresis` (no flapping around a pod boundary)
+  release    scale up at once; scale down only to the size the same choice gives for the peak
+             over `release_horizon_s`, the time it takes to get released capacity back (a new
+             pod's start plus one interval): a pod is kept while the load it would be missed
+             for may return before a new one could start, and released at once when it cannot
+             (a step down), and only below the current plan's load by more than
+             `scale_down_hysteresis` (no flapping around a pod boundary)
   plan       the planner, with switching costs amortised over the plan's expected lifetime
              (one-off costs against a gain that accrues every second), corrected profiles, and
              the pool's limit: a load the pool cannot serve is clamped to what it can serve
@@ -28,6 +31,7 @@ The loop decides every interval, and at once when the arrivals outgrow the plan 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -53,7 +57,9 @@ class Reason(str, Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
-    scale_down_window_s: float = 60.0
+    # Scale down only to the highest rps planned within this window (HPA's; IPA's baseline has
+    # 60 s). The adapter's own rule is the release horizon below, so 0.
+    scale_down_window_s: float = 0.0
     scale_down_hysteresis: float = 0.1  # plan below the current plan's load only when 10 % under it
     stale_after_s: float = 30.0  # an observation older than this is not acted on
     mode: Mode = Mode.SINGLE
@@ -73,6 +79,9 @@ class PolicyConfig:
     # the load the current plan was made for by this share (None: only on the interval, as IPA).
     overload_trigger: float | None = 0.1
     overload_window_s: int = 3
+    # Capacity is released only down to what the load may need within the time it takes to get
+    # it back: a new pod's start (30 s) plus one interval. None: released as the forecast falls.
+    release_horizon_s: int | None = 40
     # Closed-loop correction: the service scale moves by a share `correction_gain` (geometric)
     # towards the nearest value that explains the observed compute time, inside
     # [1, max_latency_scale]; without traffic it decays towards 1 by `correction_decay`.
@@ -198,6 +207,14 @@ def expected_objective(plan: Plan, peaks: np.ndarray, alpha: float) -> float:
     return plan.objective - alpha * plan.accuracy_score * float(lost.mean())
 
 
+def newsvendor(peaks: np.ndarray, plan_for: Callable[[float], Plan], alpha: float) -> tuple[float, float]:
+    """Among the plans for several quantiles of the peak scenarios, the load of the one with the
+    best expected objective, and its quantile."""
+    options = {round(float(np.quantile(peaks, q)), 3): q for q in SCENARIO_QUANTILES}
+    best = max(options, key=lambda rps: (expected_objective(plan_for(rps), peaks, alpha), -rps))
+    return best, options[best]
+
+
 def backlog_rps(observation: Observation, spec: PipelineSpec, drain_s: float | None) -> float:
     """Extra rate that serves the requests already waiting in the pipeline within `drain_s`."""
     if not drain_s:
@@ -250,6 +267,7 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
         spec = without_models(spec, out)
     profiles = scaled_profiles(inputs.profiles, scale)
 
+    @functools.cache
     def plan_for(rps: float) -> Plan:
         return planner(spec, profiles, rps, mode=config.mode, current=state.current, solver=config.solver,
                        headroom=config.headroom, clamp=config.clamp_to_pool, latency_model=config.latency_model)
@@ -257,15 +275,22 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
     why = [f"forecast {predicted:.1f} rps"]
     why += [f"without {m} (failed to load; tried again in {at - now_s:.0f} s)" for m, at in sorted(out.items())]
     try:
+        alpha = spec.objective.alpha
         if peaks.size:
-            options = {round(float(np.quantile(peaks, q)), 3): q for q in SCENARIO_QUANTILES}
-            plans = {rps: plan_for(rps) for rps in options}
-            chosen = max(plans, key=lambda rps: (expected_objective(plans[rps], peaks, spec.objective.alpha), -rps))
-            why.append(f"sized at the p{100 * options[chosen]:.0f} scenario {chosen:.1f} rps by expected objective")
+            chosen, quantile = newsvendor(peaks, plan_for, alpha)
+            why.append(f"sized at the p{100 * quantile:.0f} scenario {chosen:.1f} rps by expected objective")
         else:
             chosen = predicted + backlog
         if backlog > 0.05:
             why.append(f"+{backlog:.1f} rps to drain {backlog * config.drain_s:.0f} queued")
+        current = state.current
+        if peaks.size and config.release_horizon_s and current is not None and chosen < current.rps:
+            later = np.asarray(scenarios(inputs.history_rps, horizon_s=config.release_horizon_s), dtype=float)
+            keep = min(newsvendor(later + backlog, plan_for, alpha)[0], current.rps)
+            if keep > chosen:
+                why.append(f"kept at {keep:.1f} rps: the load may need it within {config.release_horizon_s} s, "
+                           "before released capacity could be back")
+                chosen = keep
         stable, recent = stabilise(state.recent_predictions, chosen, now_s, config.scale_down_window_s)
         planned_rps = hysteresis(stable, state.current, config.scale_down_hysteresis)
         state = dataclasses.replace(state, recent_predictions=recent, latency_scale=scale)
@@ -275,7 +300,7 @@ def decide(inputs: PolicyInputs, state: PolicyState, now_s: float,
             why.append(f"kept at the current {planned_rps:.1f} rps (within the {config.scale_down_hysteresis:.0%} band)")
         if any(f > 1.0 for f in scale.values()):
             why.append("service scale " + ", ".join(f"{m} x{f:.2f}" for m, f in sorted(scale.items())))
-        plan = plans[chosen] if peaks.size and planned_rps == chosen else plan_for(planned_rps)
+        plan = plan_for(planned_rps)
     except AdapterError as exc:
         state = dataclasses.replace(state, latency_scale=scale)
         return (Decision(reason=Reason.SOLVER_ERROR, plan=state.current, predicted_rps=predicted,

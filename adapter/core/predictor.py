@@ -112,20 +112,22 @@ class QuantilePredictor:
         samples = self.scenarios(history_rps)
         return float(np.quantile(samples, self.quantile)) if samples.size else 0.0
 
-    def scenarios(self, history_rps: Sequence[float]) -> np.ndarray:
-        """Equally likely values of the coming peak (rps): the level times each past ratio, or,
-        with short history, Poisson quantiles at the level (never below the recent peak)."""
-        recent = _last_seconds(history_rps, self.lookback_s + self.horizon_s + self.level_s)
+    def scenarios(self, history_rps: Sequence[float], horizon_s: int | None = None) -> np.ndarray:
+        """Equally likely values of the coming peak (rps) over `horizon_s` (default: the
+        predictor's): the level times each past ratio, or, with short history, Poisson quantiles
+        at the level (never below the recent peak)."""
+        horizon_s = horizon_s or self.horizon_s
+        recent = _last_seconds(history_rps, self.lookback_s + horizon_s + self.level_s)
         if recent.size == 0:
             return np.zeros(0)
         level = float(recent[-self.level_s:].mean())
         smooth = _moving_mean(recent, self.smooth_s)
-        ratios = _peak_ratios(recent, smooth, self.level_s, self.smooth_s, self.horizon_s, level, REGIME_BAND)
+        ratios = _peak_ratios(recent, smooth, self.level_s, self.smooth_s, horizon_s, level, REGIME_BAND)
         if ratios.size >= self.min_samples:
             return level * ratios
         # Short history: the peak over the horizon of a Poisson process's `smooth_s` average,
         # about horizon/smooth independent windows, at 99 evenly spread probabilities.
-        windows = max(1.0, self.horizon_s / self.smooth_s)
+        windows = max(1.0, horizon_s / self.smooth_s)
         probabilities = (np.arange(99) + 0.5) / 99
         z = np.array([NormalDist().inv_cdf(p ** (1.0 / windows)) for p in probabilities])
         floor = float(smooth[-self.level_s:].max()) if smooth.size else level

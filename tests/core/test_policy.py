@@ -290,3 +290,39 @@ def test_a_variant_that_failed_to_load_sits_out_for_a_doubling_backoff():
     assert [v.model for v in policy.without_models(SPEC, {"slow", "fast"}).stages[0].variants] == ["fast", "slow"]
     assert policy.applied(state, decision.plan).failed == state.failed  # "slow" not loaded
     assert policy.applied(state, retried).failed == {}
+
+
+class _Horizons:
+    """A predictor whose peak scenarios are given per horizon: {horizon_s: rps}."""
+
+    def __init__(self, peaks: dict[int, float]):
+        self.peaks = peaks
+
+    def predict(self, history_rps) -> float:
+        return self.peaks[20]
+
+    def scenarios(self, history_rps, horizon_s: int | None = None):
+        return [self.peaks[horizon_s or 20]] * 10
+
+
+@pytest.mark.parametrize("later_rps, kept", [(300.0, True), (10.0, False)])
+def test_capacity_is_released_only_when_the_load_cannot_need_it_before_it_could_be_back(later_rps, kept):
+    """After a fall, the next 20 s need 10 rps. Capacity comes back no sooner than the release
+    horizon (40 s): when the load may need 300 rps within it (it has come back like this before),
+    the plan for 300 rps is kept; when nothing foretells a return (a step down), it is released."""
+    config = dict(release_horizon_s=40)
+    high = policy.decide(dataclasses.replace(_inputs([300] * 30, _obs(0, 300), **config),
+                                             predictor=_Horizons({20: 300.0, 40: 300.0})),
+                         policy.PolicyState(), now_s=0)[0].plan
+    state = policy.applied(policy.PolicyState(), high)
+    inputs = dataclasses.replace(_inputs([10] * 30, _obs(10, 10), **config),
+                                 predictor=_Horizons({20: 10.0, 40: later_rps}))
+    decision, _ = policy.decide(inputs, state, now_s=10)
+    if kept:
+        assert decision.reason is policy.Reason.UNCHANGED and decision.plan is high
+        assert "may need it within 40 s" in decision.message
+    else:
+        assert decision.reason is policy.Reason.APPLY and decision.planned_rps == pytest.approx(10.0)
+        assert decision.plan.cost < high.cost
+    without = dataclasses.replace(inputs, config=policy.PolicyConfig(release_horizon_s=None))
+    assert policy.decide(without, state, now_s=10)[0].planned_rps == pytest.approx(10.0)

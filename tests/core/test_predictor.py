@@ -126,3 +126,13 @@ def test_the_quantile_forecast_sizes_its_margin_to_the_loads_own_variation():
 
 def test_the_quantile_forecast_with_short_history_assumes_poisson_noise():
     assert QuantilePredictor().predict([100.0] * 20) == pytest.approx(100 + 2.0 * 10 / 5 ** 0.5, rel=0.15)
+
+
+def test_a_longer_horizon_sees_the_returns_a_shorter_one_does_not():
+    """50 s at 20 rps, then 10 s at 200, over and over: within 20 s of a quiet second the load
+    mostly stays quiet; within 40 s it mostly comes back (what the release horizon asks)."""
+    history = ([20.0] * 50 + [200.0] * 10) * 6 + [20.0] * 5
+    q = QuantilePredictor()
+    near, later = q.scenarios(history), q.scenarios(history, horizon_s=40)
+    assert np.median(near) < 30 and np.median(later) > 150
+    assert np.array_equal(near, q.scenarios(history, horizon_s=q.horizon_s))

@@ -169,8 +169,9 @@ def test_cli_runs_a_trace_file_and_has_help(tmp_path, capsys):
 
 
 def test_an_ablation_replaces_one_rule_of_the_policy():
-    """`SimSettings.policy_overrides` reaches the policy's own config: without the 60 s hold on
-    capacity, the adapter returns to the accurate embedder soon after the load falls."""
+    """`SimSettings.policy_overrides` reaches the policy's own config: after a step down nothing
+    foretold a return from, the adapter is back on the accurate embedder soon; with HPA's 60 s
+    window on capacity instead, at least 30 s later."""
     load = np.array([250.0] * 60 + [10.0] * 90)
 
     def back_to_accurate_s(**overrides) -> int:
@@ -178,7 +179,7 @@ def test_an_ablation_replaces_one_rule_of_the_policy():
                           SimSettings(warm_start=True, policy_overrides=tuple(overrides.items())))
         return next(t for t, row in enumerate(result.rows) if t >= 60 and row["embed_variant"] == "embed_l6_int8")
 
-    held, not_held = back_to_accurate_s(), back_to_accurate_s(scale_down_window_s=0.0, scale_down_hysteresis=0.0)
+    not_held, held = back_to_accurate_s(), back_to_accurate_s(scale_down_window_s=60.0)
     assert not_held - 60 <= 30 and held - not_held >= 30
     with pytest.raises(ConfigError, match="unknown predictor 'crystal-ball'"):
         simulate(SPEC, PROFILES, load[:5], "adapter", SimSettings(predictor="crystal-ball"))
