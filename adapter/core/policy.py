@@ -14,8 +14,10 @@ Named steps, each testable alone, each with a reason in the decision's message:
   release    scale up at once; scale down only to the size the same choice gives for the peak
              over `release_horizon_s`, the time it takes to get released capacity back (a new
              pod's start plus one interval): a pod is kept while the load it would be missed
-             for may return before a new one could start, and released at once when it cannot
-             (a step down), and only below the current plan's load by more than
+             for may return before a new one could start, and released at once when nothing
+             foretells that (a step down). IPA's baseline holds HPA's fixed window instead
+             (`scale_down_window_s`)
+  band       scale down only below the current plan's load by more than
              `scale_down_hysteresis` (no flapping around a pod boundary)
   plan       the planner, with switching costs amortised over the plan's expected lifetime
              (one-off costs against a gain that accrues every second), corrected profiles, and
